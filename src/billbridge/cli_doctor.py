@@ -1,0 +1,240 @@
+"""`billbridge doctor`: check the configuration and every credential, say what to fix.
+
+Each check prints one line, `OK`, `WARN` or `FAIL`, with what to do about it. The command
+exits 1 when any check fails. It never prints a secret, only whether one is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+import typer
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from billbridge.cli_common import DEV_SECRET_FILE, EXIT_FAILURE, safe_database_url
+from billbridge.config import Settings, load_settings
+from billbridge.customerio.client import CustomerIOClient
+from billbridge.errors import ConfigurationError, DeliveryError, StripeAPIError
+from billbridge.store import open_store
+from billbridge.store.base import Store
+from billbridge.store.sql import MIGRATIONS_DIR, SqlStore
+from billbridge.stripe.api import StripeAPI
+from billbridge.workflows.catalog import WorkflowCatalog
+from billbridge.workflows.model import Workflow
+
+Status = Literal["OK", "WARN", "FAIL"]
+APP_API_ACTIONS = frozenset({"send_email", "trigger_broadcast"})
+
+
+@dataclass(frozen=True)
+class Check:
+    status: Status
+    name: str
+    message: str
+
+    def line(self) -> str:
+        return f"{self.status:<4}  {self.name}: {self.message}"
+
+
+def _schema_check(store: Store, settings: Settings) -> Check:
+    """Whether the schema is at the newest migration (without migrating it)."""
+    name = "database"
+    where = safe_database_url(settings.database_url)
+    if not isinstance(store, SqlStore):
+        return Check("OK", name, f"reachable ({where})")
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    # The Store interface has no revision query; both drivers are SqlStores.
+    with store._engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current is None:
+        return Check("FAIL", name, f"reachable ({where}) but empty: run `billbridge migrate`")
+    if current != head:
+        return Check(
+            "FAIL",
+            name,
+            f"schema at revision {current}, newest is {head}: run `billbridge migrate`",
+        )
+    return Check("OK", name, f"reachable and migrated ({where}, revision {current})")
+
+
+def _secret_check(settings: Settings) -> Check:
+    name = "webhook secret"
+    count = len(settings.webhook_secrets)
+    if count:
+        return Check("OK", name, f"{count} configured in STRIPE_WEBHOOK_SECRET")
+    if (settings.var_dir / DEV_SECRET_FILE).exists():
+        return Check(
+            "WARN",
+            name,
+            f"STRIPE_WEBHOOK_SECRET is not set; `serve --dev` (make run) uses the development "
+            f"secret in {settings.var_dir}; set your endpoint's whsec_ secret for real traffic",
+        )
+    return Check(
+        "FAIL",
+        name,
+        "STRIPE_WEBHOOK_SECRET is not set: set it to your endpoint's signing secret "
+        "(whsec_...), or use `make run` (serve --dev) for a development secret",
+    )
+
+
+async def _region(settings: Settings) -> dict[str, Any]:
+    async with CustomerIOClient(settings) as client:
+        return await client.check_region()
+
+
+def _track_check(settings: Settings) -> Check:
+    name = "Customer.io Track API"
+    if settings.dry_run:
+        return Check(
+            "WARN",
+            name,
+            "no credentials: dry-run, requests are recorded and nothing is sent; set "
+            "CUSTOMERIO_SITE_ID and CUSTOMERIO_TRACK_API_KEY to deliver",
+        )
+    try:
+        info = anyio.run(_region, settings)
+    except DeliveryError as exc:
+        if exc.status_code in (401, 403):
+            return Check(
+                "FAIL",
+                name,
+                f"credentials rejected (HTTP {exc.status_code}): check CUSTOMERIO_SITE_ID and "
+                "CUSTOMERIO_TRACK_API_KEY (Customer.io > Settings > API Credentials)",
+            )
+        return Check(
+            "FAIL", name, f"cannot check the credentials at {settings.track_base_url}: {exc}"
+        )
+    region = info.get("region")
+    if isinstance(region, str) and region and region != settings.customerio_region:
+        return Check(
+            "WARN",
+            name,
+            f"credentials accepted, but the account is in region {region!r} and "
+            f"CUSTOMERIO_REGION is {settings.customerio_region!r}: set CUSTOMERIO_REGION={region}",
+        )
+    return Check("OK", name, f"credentials accepted (region {region or 'unknown'})")
+
+
+def _app_check(settings: Settings, workflows: list[Workflow]) -> Check:
+    name = "Customer.io App API"
+    if settings.customerio_app_api_key is not None:
+        return Check("OK", name, "CUSTOMERIO_APP_API_KEY is set (transactional email, broadcasts)")
+    needing = sorted(
+        workflow.id
+        for workflow in workflows
+        if workflow.enabled and any(action.type in APP_API_ACTIONS for action in workflow.actions)
+    )
+    if needing and not settings.dry_run:
+        return Check(
+            "FAIL",
+            name,
+            "CUSTOMERIO_APP_API_KEY is not set but these workflows send email or broadcasts: "
+            + ", ".join(needing),
+        )
+    if needing:
+        return Check(
+            "WARN",
+            name,
+            "CUSTOMERIO_APP_API_KEY is not set; needed by " + ", ".join(needing),
+        )
+    return Check(
+        "OK", name, "CUSTOMERIO_APP_API_KEY not set (only send_email and broadcasts need it)"
+    )
+
+
+def _stripe_check(settings: Settings) -> Check:
+    name = "Stripe API"
+    if settings.stripe_api_key is None:
+        return Check(
+            "WARN",
+            name,
+            "STRIPE_API_KEY is not set: no customer lookups, reconcile or backfill; "
+            "set a restricted key (rk_...) with read access to enable them",
+        )
+    api = StripeAPI(settings, max_network_retries=0)
+    try:
+        return Check("OK", name, api.check())
+    except StripeAPIError as exc:
+        return Check("FAIL", name, f"{exc}: check STRIPE_API_KEY (and STRIPE_API_BASE)")
+    finally:
+        api.close()
+
+
+def _workflows_check(store: Store, workflows: list[Workflow]) -> Check:
+    name = "workflows"
+    stored = store.list_workflows()
+    enabled = sum(1 for workflow in workflows if workflow.enabled)
+    if not stored:
+        return Check("WARN", name, "none stored yet: the defaults are created by the first serve")
+    invalid = sorted({record.workflow_id for record in stored} - {w.id for w in workflows})
+    if invalid:
+        return Check(
+            "WARN",
+            name,
+            f"{enabled} enabled; invalid and ignored: {', '.join(invalid)} "
+            "(fix them with `billbridge workflows apply`)",
+        )
+    if enabled == 0:
+        return Check("WARN", name, "none enabled: no event will be delivered")
+    return Check("OK", name, f"{enabled} enabled of {len(workflows)}")
+
+
+def run_checks() -> list[Check]:
+    """Every check, in order; stops early when nothing further can be checked."""
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        return [Check("FAIL", "configuration", str(exc))]
+    checks = [
+        Check(
+            "OK",
+            "configuration",
+            f"loaded (identifier {settings.identifier}, test-mode events "
+            f"{settings.test_mode_events})",
+        )
+    ]
+    workflows: list[Workflow] = []
+    try:
+        store = open_store(settings.database_url)
+    except ConfigurationError as exc:
+        checks.append(Check("FAIL", "database", str(exc)))
+        store = None
+    if store is not None:
+        try:
+            if not store.ping():
+                where = safe_database_url(settings.database_url)
+                checks.append(
+                    Check("FAIL", "database", f"cannot reach {where}: check DATABASE_URL")
+                )
+            else:
+                schema = _schema_check(store, settings)
+                checks.append(schema)
+                if schema.status == "OK":
+                    workflows = WorkflowCatalog(store).all()
+                    checks.append(_workflows_check(store, workflows))
+        finally:
+            store.close()
+    checks.append(_secret_check(settings))
+    checks.append(_track_check(settings))
+    checks.append(_app_check(settings, workflows))
+    checks.append(_stripe_check(settings))
+    return checks
+
+
+def doctor() -> None:
+    """Check configuration and credentials, and say what to fix.
+
+    Checks the configuration, the database, the webhook secret, Customer.io and Stripe
+    credentials, and the workflows. Exits 1 when any check fails.
+    """
+    checks = run_checks()
+    for check in checks:
+        typer.echo(check.line())
+    failures = sum(1 for check in checks if check.status == "FAIL")
+    warnings = sum(1 for check in checks if check.status == "WARN")
+    typer.echo(f"\n{failures} failed, {warnings} warnings, {len(checks)} checks.")
+    if failures:
+        raise typer.Exit(EXIT_FAILURE)

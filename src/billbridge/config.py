@@ -1,0 +1,168 @@
+"""Settings: one frozen object built once from the environment (and `.env`), passed explicitly."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from billbridge.errors import ConfigurationError
+
+DEFAULT_DATABASE_URL = "sqlite:///./var/billbridge.db"
+DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800)
+DEFAULT_RETRY_WINDOW = 259_200.0  # seconds: 72 h, like Stripe's own retries
+
+CUSTOMERIO_TRACK_URLS = {"us": "https://track.customer.io", "eu": "https://track-eu.customer.io"}
+CUSTOMERIO_APP_URLS = {"us": "https://api.customer.io", "eu": "https://api-eu.customer.io"}
+
+TestModeEvents = Literal["deliver", "dry_run", "ignore"]
+TransactionalTimeoutPolicy = Literal["fail", "retry"]
+CustomerDeletedPolicy = Literal["keep", "suppress", "delete"]
+
+
+class Settings(BaseSettings):
+    """Everything configurable, read from environment variables (SPEC §2) and `.env`."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, alias="DATABASE_URL")
+    stripe_webhook_secret: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(), alias="STRIPE_WEBHOOK_SECRET"
+    )
+    stripe_api_key: SecretStr | None = Field(default=None, alias="STRIPE_API_KEY")
+    stripe_api_base: str = Field(default="https://api.stripe.com", alias="STRIPE_API_BASE")
+
+    customerio_site_id: str | None = Field(default=None, alias="CUSTOMERIO_SITE_ID")
+    customerio_track_api_key: SecretStr | None = Field(
+        default=None, alias="CUSTOMERIO_TRACK_API_KEY"
+    )
+    customerio_app_api_key: SecretStr | None = Field(default=None, alias="CUSTOMERIO_APP_API_KEY")
+    customerio_region: Literal["us", "eu"] = Field(default="us", alias="CUSTOMERIO_REGION")
+    customerio_track_url_override: str | None = Field(default=None, alias="CUSTOMERIO_TRACK_URL")
+    customerio_app_url_override: str | None = Field(default=None, alias="CUSTOMERIO_APP_URL")
+    customerio_timeout: float = Field(default=10.0, alias="CUSTOMERIO_TIMEOUT", gt=0)  # seconds
+
+    identifier: str = Field(default="stripe_customer_id", alias="BILLBRIDGE_IDENTIFIER")
+    test_mode_events: TestModeEvents = Field(default="deliver", alias="BILLBRIDGE_TEST_MODE_EVENTS")
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=DEFAULT_RETRY_SCHEDULE, alias="BILLBRIDGE_RETRY_SCHEDULE"
+    )
+    retry_window: float = Field(default=DEFAULT_RETRY_WINDOW, alias="BILLBRIDGE_RETRY_WINDOW", gt=0)
+    # What a timed-out transactional send becomes: "fail" = status failed with outcome
+    # "unknown", replayable by hand with force (never sent twice behind the user's back);
+    # "retry" = retried like any other call (may send twice).
+    transactional_timeout_policy: TransactionalTimeoutPolicy = Field(
+        default="fail", alias="BILLBRIDGE_TRANSACTIONAL_TIMEOUT_POLICY"
+    )
+    customer_deleted_policy: CustomerDeletedPolicy = Field(
+        default="keep", alias="BILLBRIDGE_CUSTOMER_DELETED_POLICY"
+    )
+
+    worker_concurrency: int = Field(default=16, alias="BILLBRIDGE_WORKER_CONCURRENCY", ge=1)
+    lease_seconds: float = Field(default=60.0, alias="BILLBRIDGE_LEASE_SECONDS", gt=0)
+    log_format: Literal["console", "json"] = Field(default="console", alias="BILLBRIDGE_LOG_FORMAT")
+    log_level: str = Field(default="INFO", alias="BILLBRIDGE_LOG_LEVEL")
+    max_body_bytes: int = Field(default=1_048_576, alias="BILLBRIDGE_MAX_BODY_BYTES", gt=0)
+    var_dir: Path = Field(default=Path("./var"), alias="BILLBRIDGE_VAR_DIR")
+    stripe_cache_seconds: float = Field(default=300.0, alias="BILLBRIDGE_STRIPE_CACHE_SECONDS")
+
+    @field_validator("stripe_webhook_secret", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                parsed = tuple(float(part) for part in value.split(",") if part.strip())
+            except ValueError:
+                raise ValueError("must be seconds separated by commas, e.g. 5,30,120") from None
+            return parsed
+        return value
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _check_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(step <= 0 for step in value):
+            raise ValueError("needs at least one positive number of seconds")
+        return value
+
+    @field_validator("identifier")
+    @classmethod
+    def _check_identifier(cls, value: str) -> str:
+        if value in ("stripe_customer_id", "email"):
+            return value
+        if value.startswith("metadata:") and len(value) > len("metadata:"):
+            return value
+        raise ValueError("must be stripe_customer_id, email or metadata:KEY")
+
+    @model_validator(mode="after")
+    def _check_customerio_pair(self) -> Settings:
+        if bool(self.customerio_site_id) != bool(self.customerio_track_api_key):
+            raise ValueError("CUSTOMERIO_SITE_ID and CUSTOMERIO_TRACK_API_KEY must be set together")
+        for secret in self.stripe_webhook_secret:
+            if not secret.get_secret_value().startswith("whsec_"):
+                raise ValueError("each STRIPE_WEBHOOK_SECRET must start with whsec_")
+        return self
+
+    # Derived values -----------------------------------------------------------------
+
+    @property
+    def track_base_url(self) -> str:
+        """Track API origin without a path; `/api/v1/...` and `/api/v2/...` are appended."""
+        return (
+            self.customerio_track_url_override or CUSTOMERIO_TRACK_URLS[self.customerio_region]
+        ).rstrip("/")
+
+    @property
+    def app_base_url(self) -> str:
+        """App API origin without a path; `/v1/...` is appended."""
+        return (
+            self.customerio_app_url_override or CUSTOMERIO_APP_URLS[self.customerio_region]
+        ).rstrip("/")
+
+    @property
+    def dry_run(self) -> bool:
+        """No Track credentials: compute and record every request, send nothing."""
+        return not (self.customerio_site_id and self.customerio_track_api_key)
+
+    @property
+    def webhook_secrets(self) -> tuple[str, ...]:
+        return tuple(secret.get_secret_value() for secret in self.stripe_webhook_secret)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings from the environment; a bad value becomes a ConfigurationError naming it."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "configuration"
+            problems.append(f"{name}: {error['msg']}")
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def dev_webhook_secret(var_dir: Path) -> str:
+    """The generated development secret kept in `var_dir` (created on first use, mode 0600)."""
+    path = var_dir / "dev-webhook-secret"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    secret = "whsec_dev_" + secrets.token_hex(24)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n", encoding="utf-8")
+    return secret

@@ -1,0 +1,1 @@
+"""Delivery: the worker loop, the executor of one delivery, and the retry policy."""

@@ -1,0 +1,149 @@
+"""Worker: claims due deliveries under a lease and runs them, at most `concurrency` at once.
+
+    worker = Worker(store, executor, concurrency=16, lease_seconds=60)
+    await worker.run(stop_event)      # returns after stop_event is set and work drained
+
+It sleeps on the store's wake-up (`wait_for_work`: an in-process signal on SQLite,
+LISTEN/NOTIFY on PostgreSQL) and polls every `poll_interval` seconds as a fallback, so
+retries that become due and work written by other processes are picked up too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import uuid
+
+import anyio
+import structlog
+
+from billbridge.config import Settings
+from billbridge.delivery.executor import DeliveryExecutor
+from billbridge.services import Services, build_services
+from billbridge.store.base import Store
+from billbridge.store.records import ClaimedDelivery
+
+log = structlog.get_logger("billbridge.worker")
+
+
+class Worker:
+    """The claim loop of one process."""
+
+    def __init__(
+        self,
+        store: Store,
+        executor: DeliveryExecutor,
+        *,
+        concurrency: int = 16,
+        lease_seconds: float = 60.0,
+        poll_interval: float = 0.5,  # seconds between polls when nothing wakes us
+        drain_timeout: float = 10.0,  # seconds to let running deliveries finish on stop
+    ) -> None:
+        self._store = store
+        self._executor = executor
+        self._concurrency = concurrency
+        self._lease_seconds = lease_seconds
+        self._poll_interval = poll_interval
+        self._drain_timeout = drain_timeout
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._running: set[asyncio.Task[object]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run deliveries until `stop` is set; then let running ones finish."""
+        log.info("worker started", worker_id=self.worker_id, concurrency=self._concurrency)
+        try:
+            while not stop.is_set():
+                free = self._concurrency - len(self._running)
+                claims: list[ClaimedDelivery] = []
+                if free > 0:
+                    try:
+                        claims = await anyio.to_thread.run_sync(
+                            self._store.claim_due, self.worker_id, free, self._lease_seconds
+                        )
+                    except Exception as exc:  # the database may be down for a while
+                        log.warning("could not claim deliveries", error_type=type(exc).__name__)
+                        await self._pause(stop, self._poll_interval * 4)
+                        continue
+                for claim in claims:
+                    task: asyncio.Task[object] = asyncio.create_task(self._executor.run(claim))
+                    self._running.add(task)
+                    task.add_done_callback(self._running.discard)
+                if claims:
+                    continue
+                if free <= 0:
+                    await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                await self._wait_for_work(stop)
+        finally:
+            await self._drain()
+            log.info("worker stopped", worker_id=self.worker_id)
+
+    async def _wait_for_work(self, stop: asyncio.Event) -> None:
+        """Sleep until the store signals new work, a running delivery ends, or the poll
+        interval passes."""
+        waiter = asyncio.create_task(
+            anyio.to_thread.run_sync(self._store.wait_for_work, self._poll_interval)
+        )
+        stopper = asyncio.create_task(stop.wait())
+        pending = {waiter, stopper, *self._running}
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        # The thread wait ends by itself within the poll interval; don't leave it orphaned.
+        if not waiter.done() and stop.is_set():
+            self._store.notify_work()
+        await asyncio.gather(waiter, return_exceptions=True)
+
+    @staticmethod
+    async def _pause(stop: asyncio.Event, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        log.info("waiting for running deliveries", count=len(self._running))
+        _done, still_running = await asyncio.wait(self._running, timeout=self._drain_timeout)
+        for task in still_running:
+            # Their leases expire and another worker (or the next start) takes them over.
+            task.cancel()
+        await asyncio.gather(*still_running, return_exceptions=True)
+
+
+def run_worker_process(settings: Settings, concurrency: int | None = None) -> None:
+    """`billbridge worker`: run the worker alone until SIGINT or SIGTERM."""
+
+    async def main() -> None:
+        services = build_services(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await build_worker(services, concurrency=concurrency).run(stop)
+        finally:
+            await services.aclose()
+
+    asyncio.run(main())
+
+
+def build_worker(services: Services, *, concurrency: int | None = None) -> Worker:
+    """A Worker wired to the parts in `services`."""
+    executor = DeliveryExecutor(
+        settings=services.settings,
+        store=services.store,
+        catalog=services.catalog,
+        resolver=services.resolver,
+        cio=services.cio,
+        policy=services.retry_policy,
+        metrics=services.metrics,
+    )
+    return Worker(
+        services.store,
+        executor,
+        concurrency=concurrency or services.settings.worker_concurrency,
+        lease_seconds=services.settings.lease_seconds,
+    )

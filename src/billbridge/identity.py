@@ -1,0 +1,198 @@
+"""Identity resolution: which Customer.io person a Stripe event is about.
+
+    person = IdentityResolver(settings, store, stripe_api).resolve(event)
+    if isinstance(person, Unresolved): skip the delivery with `person.reason`
+
+Order (ARCHITECTURE §5): the ids and email in the payload, then the local customers
+table (fed by customer.* events and earlier API reads), then the Stripe API when a key
+is configured (the snapshot is written back to the table). Synchronous: the worker calls
+it in a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from billbridge.config import Settings
+from billbridge.errors import StripeAPIError
+from billbridge.store.base import Store
+from billbridge.store.records import CustomerRecord
+from billbridge.stripe.api import StripeAPI
+from billbridge.stripe.events import (
+    customer_id_of,
+    customer_record_from_object,
+    email_of,
+    is_customer_event,
+    object_of,
+)
+
+logger = logging.getLogger(__name__)
+
+UNRESOLVED_REASON = "no Stripe customer and no email in the event"
+
+
+@dataclass(frozen=True)
+class Person:
+    """The person an event is about. `identifier` is the Customer.io id to use."""
+
+    identifier: str
+    customer_id: str | None
+    email: str | None
+    customer: dict[str, Any] = field(default_factory=dict)  # best known Stripe customer
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """No person can be named for this event; `reason` says why (safe to show)."""
+
+    reason: str
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _email(value: Any) -> str | None:
+    text = _text(value)
+    return text if text and "@" in text else None
+
+
+def _record_as_customer(record: CustomerRecord) -> dict[str, Any]:
+    customer: dict[str, Any] = {
+        "id": record.stripe_customer_id,
+        "object": "customer",
+        "email": record.email,
+        "name": record.name,
+        "metadata": dict(record.metadata),
+        "created": record.created,
+    }
+    if record.deleted:
+        customer["deleted"] = True
+    return customer
+
+
+def _charge_id_of(obj: dict[str, Any]) -> str | None:
+    """The charge behind a dispute or refund (`charge`) or a PaymentIntent (`latest_charge`)."""
+    for key in ("charge", "latest_charge"):
+        value = obj.get(key)
+        if isinstance(value, dict):
+            value = value.get("id")
+        if _text(value):
+            return str(value)
+    return None
+
+
+class IdentityResolver:
+    """Turns a Stripe event into a `Person` (or `Unresolved`) per `settings.identifier`."""
+
+    def __init__(self, settings: Settings, store: Store, stripe_api: StripeAPI | None) -> None:
+        self._identifier = settings.identifier
+        self._store = store
+        self._api = stripe_api
+
+    def resolve(self, event: dict[str, Any]) -> Person | Unresolved:
+        """The person for `event`.
+
+        Raises `StripeAPIError` only when it is retryable (the delivery is retried
+        later); a non-retryable API failure resolves with what is already known.
+        """
+        obj = object_of(event)
+        account = _text(event.get("account"))
+        customer_id = customer_id_of(event)
+        email = email_of(event)
+        customer: dict[str, Any] = {}
+        from_payload = is_customer_event(event)
+        if from_payload:
+            customer = dict(obj)
+
+        # A dispute, refund or PaymentIntent without customer nor email: its charge knows.
+        charge_hint = ""
+        if customer_id is None and email is None:
+            charge_id = _charge_id_of(obj)
+            if charge_id and self._api is not None:
+                charge = self._call(lambda: self._api_get_charge(charge_id, account))
+                if charge:
+                    customer_id = _text(charge.get("customer"))
+                    billing = charge.get("billing_details")
+                    billing_email = billing.get("email") if isinstance(billing, dict) else None
+                    email = _email(billing_email) or _email(charge.get("receipt_email"))
+            elif charge_id:
+                charge_hint = "; set STRIPE_API_KEY to look up the charge's customer"
+
+        record: CustomerRecord | None = None
+        if customer_id is not None and not from_payload:
+            record = self._store.get_customer(customer_id)
+            if record is not None:
+                customer = _record_as_customer(record)
+                email = email or record.email
+
+        # The API only when the email is still unknown, or when the identifier needs
+        # metadata that neither the payload nor the table supplied. A deleted customer
+        # would only answer a stub, so the table is all there is.
+        wants_metadata = self._identifier.startswith("metadata:") and not customer
+        needs_api = (
+            customer_id is not None
+            and self._api is not None
+            and not from_payload
+            and not (record is not None and record.deleted)
+            and (email is None or wants_metadata)
+        )
+        if needs_api and customer_id is not None:
+            fetched = self._call(lambda: self._fetch_customer(customer_id, account))
+            if fetched:
+                customer = fetched
+                email = email or _email(fetched.get("email"))
+
+        identifier = self._identifier_for(customer_id, email, customer)
+        if identifier is None:
+            return Unresolved(UNRESOLVED_REASON + charge_hint)
+        return Person(
+            identifier=identifier, customer_id=customer_id, email=email, customer=customer
+        )
+
+    # Internals ----------------------------------------------------------------------------
+
+    def _identifier_for(
+        self, customer_id: str | None, email: str | None, customer: dict[str, Any]
+    ) -> str | None:
+        mode = self._identifier
+        if mode == "email":
+            return email or customer_id
+        if mode.startswith("metadata:"):
+            key = mode.removeprefix("metadata:")
+            metadata = customer.get("metadata")
+            value = metadata.get(key) if isinstance(metadata, dict) else None
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                value = str(value)
+            chosen = _text(value.strip() if isinstance(value, str) else None)
+            return chosen or customer_id or email
+        return customer_id or email
+
+    def _api_get_charge(self, charge_id: str, account: str | None) -> dict[str, Any] | None:
+        assert self._api is not None  # noqa: S101 - checked by the caller
+        return self._api.get_charge(charge_id, account=account)
+
+    def _fetch_customer(self, customer_id: str, account: str | None) -> dict[str, Any] | None:
+        """The customer from the API, written back to the table so later lookups hit it."""
+        assert self._api is not None  # noqa: S101 - checked by the caller
+        fetched = self._api.get_customer(customer_id, account=account)
+        if fetched is not None and _text(fetched.get("id")):
+            record = customer_record_from_object(fetched, watermark=int(time.time()))
+            self._store.upsert_customer(record)
+        return fetched
+
+    @staticmethod
+    def _call(read: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """Run an API read; retryable errors propagate, the others resolve as unknown."""
+        try:
+            result = read()
+        except StripeAPIError as exc:
+            if exc.retryable:
+                raise
+            logger.warning("Stripe lookup failed, resolving with what is known: %s", exc)
+            return None
+        return result

@@ -1,0 +1,151 @@
+"""The webhook endpoint: verify, parse, store event + deliveries in one transaction, then 200.
+
+Order of checks for `POST /webhooks/stripe` (SPEC §3); every refusal stores nothing:
+
+    Content-Type not application/json     415
+    body over the size cap                413
+    Stripe-Signature missing/bad/stale    400
+    body not JSON, not a Stripe event     400
+    database unavailable                  503 (Stripe retries)
+    stored, or a duplicate event id       200
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+
+from billbridge.config import Settings
+from billbridge.errors import StoreUnavailableError, WebhookRejected
+from billbridge.observability import Metrics
+from billbridge.store.base import Store
+from billbridge.store.records import EventSource, IngestResult, NewDelivery
+from billbridge.stripe.events import customer_record_from, new_event_from, parse_event
+from billbridge.stripe.signature import verify_signature
+from billbridge.workflows.catalog import WorkflowCatalog
+
+log = structlog.get_logger("billbridge.ingest")
+
+
+def _json_response(status_code: int, body: dict[str, Any]) -> Response:
+    return Response(
+        content=json.dumps(body, separators=(",", ":")),
+        status_code=status_code,
+        media_type="application/json",
+    )
+
+
+class IngestService:
+    """Turns verified Stripe events into stored events and deliveries (the outbox)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        catalog: WorkflowCatalog,
+        metrics: Metrics,
+        secrets: Sequence[str],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._catalog = catalog
+        self._metrics = metrics
+        self._secrets = tuple(secrets)
+
+    def deliveries_for(self, event_type: str, livemode: bool) -> list[NewDelivery]:
+        """The deliveries a new event needs; none for test-mode events that are ignored."""
+        if not livemode and self._settings.test_mode_events == "ignore":
+            return []
+        return self._catalog.deliveries_for(event_type, livemode)
+
+    def store_event(self, event: dict[str, Any], raw: str, source: EventSource) -> IngestResult:
+        """Store a parsed, trusted event through the same path as a webhook (also used by
+        reconcile and backfill). Blocking: call it from a thread in async code."""
+        return self._store.ingest(
+            new_event_from(event, raw, source),
+            self.deliveries_for(event["type"], bool(event["livemode"])),
+            customer_record_from(event),
+            retry_window=self._settings.retry_window,
+        )
+
+    async def handle(self, request: Request) -> Response:
+        """The ASGI handler for `POST /webhooks/stripe`."""
+        started = time.perf_counter()
+        try:
+            body = await self._read_body(request)
+            verify_signature(body, request.headers.get("stripe-signature"), self._secrets)
+            event = parse_event(body)
+            raw = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._answer(started, 400, "rejected", {"error": "body is not UTF-8 JSON"})
+        except WebhookRejected as exc:
+            return self._answer(started, exc.status_code, "rejected", {"error": exc.reason})
+
+        structlog.contextvars.bind_contextvars(stripe_event_id=event["id"])
+        try:
+            result = await anyio.to_thread.run_sync(self.store_event, event, raw, "webhook")
+        except StoreUnavailableError as exc:
+            log.error("could not store event; Stripe will retry", error=str(exc))  # noqa: TRY400 - the message is enough
+            return self._answer(
+                started,
+                503,
+                "unavailable",
+                {"error": "the event store is unavailable; retry later"},
+            )
+        finally:
+            structlog.contextvars.unbind_contextvars("stripe_event_id")
+        if result.inserted:
+            self._store.notify_work()
+            log.info(
+                "event stored",
+                stripe_event_id=event["id"],
+                type=event["type"],
+                deliveries=result.deliveries,
+            )
+            outcome = "stored"
+        else:
+            log.info("duplicate event ignored", stripe_event_id=event["id"], type=event["type"])
+            outcome = "duplicate"
+        return self._answer(
+            started,
+            200,
+            outcome,
+            {"received": True, "duplicate": not result.inserted, "deliveries": result.deliveries},
+        )
+
+    async def _read_body(self, request: Request) -> bytes:
+        content_type = request.headers.get("content-type", "")
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            raise WebhookRejected(
+                415,
+                "Content-Type must be application/json"
+                + (f", not {media_type[:100]}" if media_type else ""),
+            )
+        limit = self._settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise WebhookRejected(413, f"body is larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise WebhookRejected(413, f"body is larger than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _answer(self, started: float, status: int, result: str, body: dict[str, Any]) -> Response:
+        self._metrics.ingest_duration.labels(str(status)).observe(time.perf_counter() - started)
+        self._metrics.ingest_requests.labels(result).inc()
+        if status >= 400 and status != 503:
+            log.info("webhook rejected", status=status, reason=body.get("error"))
+        return _json_response(status, body)

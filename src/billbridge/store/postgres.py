@@ -1,0 +1,150 @@
+"""PostgreSQL driver: pooled psycopg 3, claims with SKIP LOCKED, wake-ups with LISTEN/NOTIFY.
+
+Several processes (web, workers) can share one database: claims lock the rows they take
+(`FOR UPDATE SKIP LOCKED`) so two claimers never get the same delivery, and every
+transaction that makes work due sends `NOTIFY billbridge_work`, which a listener thread
+in each process turns into an in-process wake-up.
+
+    store = PostgresStore("postgresql+psycopg://billbridge@db/billbridge")
+    store.migrate()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, make_url
+
+from billbridge.errors import ConfigurationError, StoreUnavailableError
+from billbridge.store.sql import Insert, SqlStore, run_migrations, unavailable_on_errors
+
+T = TypeVar("T")
+
+CHANNEL = "billbridge_work"
+NOW_SQL = "CAST(extract(epoch from clock_timestamp()) AS double precision)"
+# Serialises concurrent `migrate` calls from several processes (an arbitrary constant).
+MIGRATION_LOCK_KEY = 0x62696C6C62726467
+CONNECT_TIMEOUT = 5  # seconds: an unreachable database must fail fast (ingest answers 503)
+LISTEN_POLL = 0.25  # seconds: how often the listener thread checks for close()
+
+
+def normalise_postgres_url(database_url: str) -> sa.URL:
+    """`postgres://` and `postgresql://` become `postgresql+psycopg://` (psycopg 3)."""
+    try:
+        url = make_url(database_url)
+    except sa.exc.ArgumentError:
+        raise ConfigurationError(
+            "DATABASE_URL is not a valid SQLAlchemy URL; "
+            "use postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from None
+    if url.drivername in ("postgres", "postgresql", "postgresql+psycopg"):
+        return url.set(drivername="postgresql+psycopg")
+    raise ConfigurationError(
+        f"DATABASE_URL: the driver {url.drivername!r} is not supported; "
+        "use postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
+    )
+
+
+class PostgresStore(SqlStore):
+    """Store on PostgreSQL; safe to share between processes and hosts."""
+
+    def __init__(self, database_url: str, *, pool_size: int = 10, max_overflow: int = 20) -> None:
+        url = normalise_postgres_url(database_url)
+        connect_args: dict[str, Any] = {}
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT
+        super().__init__(
+            sa.create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=10,
+                pool_pre_ping=True,  # a restarted server must not cost a failed ingest
+                connect_args=connect_args,
+            )
+        )
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._connect_timeout = int(url.query.get("connect_timeout", CONNECT_TIMEOUT))  # type: ignore[arg-type]
+        self._listener: threading.Thread | None = None
+        self._listener_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    # Driver hooks -------------------------------------------------------------------------
+
+    def _insert(self, table: sa.Table) -> Insert:
+        return postgresql.insert(table)
+
+    @property
+    def _now_expr(self) -> sa.ColumnElement[float]:
+        return sa.literal_column(NOW_SQL, type_=sa.Double())
+
+    def _lock_due(self, stmt: sa.Select[tuple[int]]) -> sa.Select[tuple[int]]:
+        return stmt.with_for_update(skip_locked=True)
+
+    def _on_work_created(self, conn: Connection) -> None:
+        # Delivered at commit, and only then: a listener never wakes for a rolled-back write.
+        conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+    def _write(self, fn: Callable[[Connection], T]) -> T:
+        with unavailable_on_errors(), self._engine.begin() as conn:
+            return fn(conn)
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        with unavailable_on_errors(), self._engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            run_migrations(conn)
+
+    def close(self) -> None:
+        self._stopping.set()
+        with self._listener_lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.join()
+        self._engine.dispose()
+
+    # Wake-ups -----------------------------------------------------------------------------
+
+    def wait_for_work(self, timeout: float) -> bool:
+        self._ensure_listener()
+        return self._wake.wait(timeout)
+
+    def notify_work(self) -> None:
+        """Wake local waiters now and other processes through NOTIFY (best effort: a
+        worker that misses it still polls)."""
+        self._wake.notify()
+        with contextlib.suppress(StoreUnavailableError):
+            self._write(self._on_work_created)
+
+    def _ensure_listener(self) -> None:
+        with self._listener_lock:
+            if self._listener is not None or self._stopping.is_set():
+                return
+            self._listener = threading.Thread(
+                target=self._listen, name="billbridge-pg-listener", daemon=True
+            )
+            self._listener.start()
+
+    def _listen(self) -> None:
+        """Hold a LISTEN connection; each notification (or reconnect) wakes local waiters."""
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(
+                    self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
+                ) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._wake.notify()  # work may have arrived while we were not listening
+                    while not self._stopping.is_set():
+                        for _ in conn.notifies(timeout=LISTEN_POLL, stop_after=1):
+                            self._wake.notify()
+            except psycopg.Error:
+                # The database went away: waiters fall back to their timeouts until it is
+                # back; try again shortly.
+                self._stopping.wait(1.0)

@@ -1,0 +1,328 @@
+"""SQLite driver: WAL, synchronous=FULL, and one writer thread that group-commits.
+
+Every write (ingest, claims, completions, replays, ...) becomes a job on a queue. The
+writer thread takes whatever jobs are waiting, runs each inside its own SAVEPOINT of one
+`BEGIN IMMEDIATE` transaction, commits once (one fsync for the whole batch) and only then
+resolves each caller's future: a caller returns when its write is durable, and a job that
+fails gets its own exception while the rest of the batch commits. One writer also means
+claims can never race. Readers use their own pooled connections (WAL: they never block
+the writer, nor it them).
+
+    store = SqliteStore("sqlite:///./var/billbridge.db")
+    store.migrate()
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.pool import NullPool
+
+from billbridge.errors import ConfigurationError, StoreUnavailableError
+from billbridge.store.records import (
+    DUE_STATUSES,
+    CustomerRecord,
+    IngestResult,
+    NewDelivery,
+    NewEvent,
+)
+from billbridge.store.sql import (
+    UNAVAILABLE_ERRORS,
+    Insert,
+    SqlStore,
+    run_migrations,
+    unavailable_error,
+    unavailable_on_errors,
+)
+
+T = TypeVar("T")
+
+# The SQLite clock as Unix seconds (millisecond resolution).
+NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
+MAX_BATCH = 512  # jobs per commit; bounds how long one batch holds the write lock
+
+# The ingest hot path in plain SQL on the sqlite3 connection: SQLAlchemy's per-statement
+# overhead would otherwise be most of the writer's time (same statements as sql.py's).
+INSERT_EVENT_SQL = (
+    "INSERT INTO events (stripe_event_id, type, livemode, created, received_at, api_version,"  # noqa: S608
+    " account, object_id, customer_id, email, payload, source)"
+    f" VALUES (?, ?, ?, ?, {NOW_SQL}, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id, received_at"
+)
+EVENT_ID_SQL = "SELECT id FROM events WHERE stripe_event_id = ?"
+INSERT_DELIVERY_SQL = (
+    "INSERT INTO deliveries (event_id, stripe_event_id, workflow_id, action_index,"
+    " action_type, status, attempt_count, next_attempt_at, lease_until, claim_id, deadline_at,"
+    " last_error, force, sent_ok, created_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, 0, ?, NULL, NULL, ?, ?, 0, 0, ?, ?)"
+)
+
+
+@dataclass(frozen=True)
+class _Job:
+    fn: Callable[[Connection], Any]
+    future: Future[Any]
+
+
+def sqlite_path(database_url: str) -> Path:
+    """The database file of a `sqlite:///...` URL; in-memory databases are refused."""
+    try:
+        url = make_url(database_url)
+    except sa.exc.ArgumentError:
+        raise ConfigurationError(
+            "DATABASE_URL is not a valid SQLAlchemy URL; use sqlite:///path/to/file.db"
+        ) from None
+    database = url.database or ""
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        raise ConfigurationError(
+            "DATABASE_URL: an in-memory SQLite database cannot be shared between the "
+            "writer and readers; use a file, e.g. sqlite:///./var/billbridge.db"
+        )
+    return Path(database)
+
+
+def _make_engine(database_url: str, *, begin: str, busy_timeout: float, pooled: bool) -> Engine:
+    engine = sa.create_engine(
+        database_url,
+        connect_args={"check_same_thread": False, "timeout": busy_timeout},
+        **({"pool_size": 8, "max_overflow": 56} if pooled else {"poolclass": NullPool}),
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        # Take transaction control away from the sqlite3 module: SQLAlchemy's BEGIN (below)
+        # and SAVEPOINTs then mean exactly what they say.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # durable on commit, power loss included
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+def _driver(conn: Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under a SQLAlchemy one (same transaction)."""
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)  # noqa: S101 - this driver only
+    return driver
+
+
+class SqliteStore(SqlStore):
+    """Store on one SQLite file: a single group-committing writer thread, pooled readers."""
+
+    def __init__(self, database_url: str, *, busy_timeout: float = 5.0) -> None:
+        sqlite_path(database_url)  # validates
+        super().__init__(
+            _make_engine(database_url, begin="BEGIN", busy_timeout=busy_timeout, pooled=True)
+        )
+        # BEGIN IMMEDIATE takes the write lock up front, so another process writing the same
+        # file makes us wait (busy_timeout) instead of failing half-way through a batch.
+        self._write_engine = _make_engine(
+            database_url, begin="BEGIN IMMEDIATE", busy_timeout=busy_timeout, pooled=False
+        )
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._submit_lock = threading.Lock()
+        self._closed = False
+        self._writer = threading.Thread(target=self._run_writer, name="billbridge-sqlite-writer")
+        self._writer.daemon = True
+        self._writer.start()
+
+    # Driver hooks -------------------------------------------------------------------------
+
+    def _insert(self, table: sa.Table) -> Insert:
+        return sqlite.insert(table)
+
+    @property
+    def _now_expr(self) -> sa.ColumnElement[float]:
+        return sa.literal_column(NOW_SQL, type_=sa.Double())
+
+    def _ingest_tx(
+        self,
+        conn: Connection,
+        event: NewEvent,
+        new_deliveries: Sequence[NewDelivery],
+        customer: CustomerRecord | None,
+        retry_window: float,
+    ) -> IngestResult:
+        try:
+            return self._raw_ingest(conn, event, new_deliveries, customer, retry_window)
+        except sqlite3.Error as exc:
+            # The same exception classes as the SQLAlchemy path (IntegrityError, ...), without
+            # the parameters: they hold the payload.
+            raise sa.exc.DBAPIError.instance(
+                "ingest", None, exc, sqlite3.Error, ismulti=False
+            ) from exc
+
+    def _raw_ingest(
+        self,
+        conn: Connection,
+        event: NewEvent,
+        new_deliveries: Sequence[NewDelivery],
+        customer: CustomerRecord | None,
+        retry_window: float,
+    ) -> IngestResult:
+        driver = _driver(conn)
+        rows = driver.execute(
+            INSERT_EVENT_SQL,
+            (
+                event.stripe_event_id,
+                event.type,
+                event.livemode,
+                event.created,
+                event.api_version,
+                event.account,
+                event.object_id,
+                event.customer_id,
+                event.email,
+                event.payload,
+                event.source,
+            ),
+        ).fetchall()
+        if not rows:
+            (existing,) = driver.execute(EVENT_ID_SQL, (event.stripe_event_id,)).fetchone()
+            return IngestResult(inserted=False, event_id=int(existing), deliveries=0)
+        event_id, now = int(rows[0][0]), float(rows[0][1])
+        driver.executemany(
+            INSERT_DELIVERY_SQL,
+            [
+                (
+                    event_id,
+                    event.stripe_event_id,
+                    nd.workflow_id,
+                    nd.action_index,
+                    nd.action_type,
+                    nd.status,
+                    now if nd.status in DUE_STATUSES else None,
+                    now + retry_window,
+                    nd.reason,
+                    now,
+                    now,
+                )
+                for nd in new_deliveries
+            ],
+        )
+        if customer is not None:
+            self._upsert_customer_tx(conn, customer)
+        return IngestResult(inserted=True, event_id=event_id, deliveries=len(new_deliveries))
+
+    def _write(self, fn: Callable[[Connection], T]) -> T:
+        future: Future[T] = Future()
+        with self._submit_lock:
+            if self._closed:
+                raise StoreUnavailableError("the store is closed")
+            self._jobs.put(_Job(fn, future))
+        return future.result()
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        with unavailable_on_errors(), self._write_engine.begin() as conn:
+            run_migrations(conn)
+
+    def close(self) -> None:
+        with self._submit_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._jobs.put(None)  # after every job already queued
+        self._writer.join()
+        self._write_engine.dispose()
+        self._engine.dispose()
+
+    # The writer thread --------------------------------------------------------------------
+
+    def _run_writer(self) -> None:
+        conn: Connection | None = None
+        stopping = False
+        try:
+            while not stopping:
+                first = self._jobs.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        job = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stopping = True
+                        break
+                    batch.append(job)
+                conn = self._commit_batch(conn, batch)
+        finally:
+            if conn is not None:
+                conn.close()
+            self._fail_leftovers()
+
+    def _commit_batch(self, conn: Connection | None, batch: list[_Job]) -> Connection | None:
+        """Run `batch` in one transaction; returns the connection to reuse (None if broken)."""
+        live = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            if conn is None:
+                conn = self._write_engine.connect()
+            with conn.begin():
+                # Savepoints straight on the sqlite3 connection: SQLAlchemy's begin_nested()
+                # costs more than the ingest it wraps.
+                driver = _driver(conn)
+                for job in live:
+                    driver.execute("SAVEPOINT job")
+                    try:
+                        value = job.fn(conn)
+                    except Exception as exc:
+                        driver.execute("ROLLBACK TO job")
+                        driver.execute("RELEASE job")
+                        if isinstance(exc, UNAVAILABLE_ERRORS):
+                            exc = unavailable_error(exc)
+                        outcomes.append((job, None, exc))
+                    else:
+                        driver.execute("RELEASE job")
+                        outcomes.append((job, value, None))
+        except Exception as exc:
+            # Nothing of this batch is durable: every caller hears so.
+            failure = unavailable_error(exc)
+            for job in live:
+                job.future.set_exception(failure)
+            if conn is not None:
+                try:
+                    conn.invalidate()
+                    conn.close()
+                except Exception:  # noqa: S110 - already reporting the real failure
+                    pass
+            return None
+        for job, value, error in outcomes:
+            if error is None:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(error)
+        return conn
+
+    def _fail_leftovers(self) -> None:
+        with self._submit_lock:
+            self._closed = True
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None and job.future.set_running_or_notify_cancel():
+                job.future.set_exception(StoreUnavailableError("the store is closed"))

@@ -1,0 +1,230 @@
+"""Response and request bodies of the JSON API, as pydantic models (they are the OpenAPI schema).
+
+    EventSummaryOut.from_record(summary).model_dump(mode="json")   # API and `events list --json`
+
+Built from the store's records only: nothing here can carry a credential (a request
+summary is `CioRequest.summary()`, which holds no headers).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from billbridge.store.records import (
+    AttemptOutcome,
+    AttemptView,
+    DeliveryStatus,
+    DeliveryView,
+    EventDetail,
+    EventSource,
+    EventStatus,
+    EventSummary,
+)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class EventSummaryOut(_Out):
+    """One stored Stripe event, as listed."""
+
+    stripe_event_id: str
+    type: str
+    livemode: bool
+    created: int = Field(description="Stripe's event.created, Unix seconds")
+    received_at: float = Field(description="when Billbridge stored it, Unix seconds")
+    customer_id: str | None
+    email: str | None
+    object_id: str | None = Field(description="data.object.id")
+    source: EventSource
+    status: EventStatus = Field(description="the worst status of its deliveries")
+    deliveries: int = Field(description="number of deliveries (workflow actions)")
+
+    @classmethod
+    def from_record(cls, summary: EventSummary) -> EventSummaryOut:
+        return cls(
+            stripe_event_id=summary.stripe_event_id,
+            type=summary.type,
+            livemode=summary.livemode,
+            created=summary.created,
+            received_at=summary.received_at,
+            customer_id=summary.customer_id,
+            email=summary.email,
+            object_id=summary.object_id,
+            source=summary.source,
+            status=summary.status,
+            deliveries=summary.deliveries,
+        )
+
+
+class EventListOut(_Out):
+    """A page of events, newest first; pass `next_cursor` back as `cursor` for the next."""
+
+    items: list[EventSummaryOut]
+    next_cursor: str | None
+
+
+class AttemptOut(_Out):
+    """One try of a delivery (oldest first)."""
+
+    time: float = Field(description="when the attempt started, Unix seconds")
+    outcome: AttemptOutcome
+    request: dict[str, Any] | None = Field(
+        description="the Customer.io call: api, method, path, query, body (never credentials)"
+    )
+    response_status: int | None
+    response_body: str | None = Field(description="truncated")
+    error: str | None
+    duration_ms: float
+
+    @classmethod
+    def from_record(cls, attempt: AttemptView) -> AttemptOut:
+        return cls(
+            time=attempt.started_at,
+            outcome=attempt.outcome,
+            request=attempt.request,
+            response_status=attempt.response_status,
+            response_body=attempt.response_body,
+            error=attempt.error,
+            duration_ms=attempt.duration_ms,
+        )
+
+
+class DeliveryOut(_Out):
+    """One (workflow, action) of an event and where it stands."""
+
+    delivery_id: int
+    workflow_id: str
+    action_index: int
+    action: str = Field(description="the action type, e.g. identify or track_event")
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: float | None = Field(description="Unix seconds, while pending or retrying")
+    last_error: str | None = Field(description="why it failed, retries or was skipped")
+    sent_ok: bool = Field(description="a non-idempotent send of it already succeeded once")
+    attempts: list[AttemptOut]
+
+    @classmethod
+    def from_record(cls, delivery: DeliveryView) -> DeliveryOut:
+        return cls(
+            delivery_id=delivery.delivery_id,
+            workflow_id=delivery.workflow_id,
+            action_index=delivery.action_index,
+            action=delivery.action_type,
+            status=delivery.status,
+            attempt_count=delivery.attempt_count,
+            next_attempt_at=delivery.next_attempt_at,
+            last_error=delivery.last_error,
+            sent_ok=delivery.sent_ok,
+            attempts=[AttemptOut.from_record(attempt) for attempt in delivery.attempts],
+        )
+
+
+class EventOut(_Out):
+    """`GET /api/events/{id}`: the event (summary fields, api_version, account, payload)."""
+
+    stripe_event_id: str
+    type: str
+    livemode: bool
+    created: int = Field(description="Stripe's event.created, Unix seconds")
+    received_at: float = Field(description="when Billbridge stored it, Unix seconds")
+    customer_id: str | None
+    email: str | None
+    object_id: str | None
+    source: EventSource
+    status: EventStatus
+    api_version: str | None
+    account: str | None = Field(description="the Connect account, when any")
+    payload: dict[str, Any] = Field(description="the Stripe event as received")
+    deliveries: list[DeliveryOut]
+
+    @classmethod
+    def from_detail(cls, detail: EventDetail) -> EventOut:
+        summary = EventSummaryOut.from_record(detail.summary).model_dump()
+        summary.pop("deliveries")
+        try:
+            payload = json.loads(detail.payload)
+        except ValueError:
+            payload = {}
+        return cls(
+            **summary,
+            api_version=detail.api_version,
+            account=detail.account,
+            payload=payload if isinstance(payload, dict) else {},
+            deliveries=[DeliveryOut.from_record(delivery) for delivery in detail.deliveries],
+        )
+
+
+class ReplayOut(_Out):
+    """What a replay of one event reset."""
+
+    stripe_event_id: str
+    replayed: list[int] = Field(description="delivery ids made due now")
+    skipped_sent: list[int] = Field(
+        description="non-idempotent sends that already succeeded: replayed only with force=true"
+    )
+
+
+class ReplayFailedOut(_Out):
+    """What a replay of failed deliveries reset."""
+
+    replayed: list[int] = Field(description="delivery ids made due now")
+
+
+class WorkflowListOut(_Out):
+    """Every stored valid workflow, by name."""
+
+    items: list[dict[str, Any]] = Field(description="workflow definitions (see Workflow)")
+
+
+class WorkflowTestIn(BaseModel):
+    """What to dry-run a workflow on: give at most one; default is a sample of its first
+    trigger event type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str | None = Field(default=None, description="build a sample of this type")
+    stripe_event_id: str | None = Field(default=None, description="a stored event")
+    event: dict[str, Any] | None = Field(default=None, description="a raw Stripe event")
+
+
+class PlannedRequestOut(_Out):
+    """The Customer.io call one action would make (nothing is sent)."""
+
+    action_index: int
+    action: str
+    status: Literal["planned", "skipped", "error"]
+    request: dict[str, Any] | None = Field(description="CioRequest.summary(), when planned")
+    reason: str | None = Field(description="why it is skipped or failed")
+
+
+class TestEventOut(_Out):
+    id: str | None
+    type: str | None
+
+
+class PersonOut(_Out):
+    identifier: str
+    customer_id: str | None
+    email: str | None
+
+
+class WorkflowTestOut(_Out):
+    """A dry run: the event used, the person resolved, and each action's request."""
+
+    event: TestEventOut
+    person: PersonOut | None
+    requests: list[PlannedRequestOut]
+
+
+class ErrorOut(_Out):
+    detail: str
+
+
+class ValidationErrorOut(_Out):
+    detail: str = Field(examples=["invalid workflow"])
+    errors: dict[str, str] = Field(description="field path -> what is wrong")

@@ -1,0 +1,1 @@
+"""Workflows: which Stripe events become which Customer.io calls (model, templates, planner)."""

@@ -1,0 +1,301 @@
+"""The default workflows of SPEC §4: one per row of its table, seeded on first start.
+
+Identify actions map only billing-profile attribute names; event data uses Stripe's own
+field names, amounts stay in minor units next to `currency`, and a value Stripe did not
+send is left out (never invented). The planner adds `email` and `stripe_customer_id` to
+every identify, and `stripe_event_id`, `stripe_object_id` and `livemode` to every event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from billbridge.workflows.model import (
+    IdentifyAction,
+    TrackEventAction,
+    Trigger,
+    Workflow,
+)
+
+# Subscription fields. Since API 2025-03-31.basil the billing period lives on the items;
+# older payloads have it on the subscription itself: read the item first, then fall back.
+_PRICE = "object.items.data[0].price"
+_PERIOD_END = "{{ object.items.data[0].current_period_end or object.current_period_end }}"
+
+_SUBSCRIPTION_ATTRIBUTES: dict[str, Any] = {
+    "subscription_id": "{{ object.id }}",
+    "subscription_status": "{{ object.status }}",
+    "plan_price_id": f"{{{{ {_PRICE}.id }}}}",
+    "plan_product_id": f"{{{{ {_PRICE}.product }}}}",
+    "plan_interval": f"{{{{ {_PRICE}.recurring.interval }}}}",
+    "plan_amount": f"{{{{ {_PRICE}.unit_amount }}}}",
+    "currency": "{{ object.currency }}",
+    "current_period_end": _PERIOD_END,
+    "trial_end": "{{ object.trial_end }}",
+    "cancel_at_period_end": "{{ object.cancel_at_period_end }}",
+    "canceled_at": "{{ object.canceled_at }}",
+}
+
+_SUBSCRIPTION_DATA: dict[str, Any] = {
+    "status": "{{ object.status }}",
+    "price_id": f"{{{{ {_PRICE}.id }}}}",
+    "product_id": f"{{{{ {_PRICE}.product }}}}",
+    "interval": f"{{{{ {_PRICE}.recurring.interval }}}}",
+    "unit_amount": f"{{{{ {_PRICE}.unit_amount }}}}",
+    "quantity": "{{ object.items.data[0].quantity }}",
+    "currency": "{{ object.currency }}",
+    "current_period_end": _PERIOD_END,
+    "trial_end": "{{ object.trial_end }}",
+    "cancel_at_period_end": "{{ object.cancel_at_period_end }}",
+    "cancel_at": "{{ object.cancel_at }}",
+}
+
+_CARD = "object.payment_method_details.card"
+_CHARGE_DATA: dict[str, Any] = {
+    "amount": "{{ object.amount }}",
+    "currency": "{{ object.currency }}",
+    "status": "{{ object.status }}",
+    "description": "{{ object.description }}",
+    "payment_intent": "{{ object.payment_intent }}",
+    "receipt_url": "{{ object.receipt_url }}",
+    "card_brand": f"{{{{ {_CARD}.brand }}}}",
+    "card_last4": f"{{{{ {_CARD}.last4 }}}}",
+}
+
+# Before basil an invoice named its subscription at the top level; now under `parent`.
+_INVOICE_DATA: dict[str, Any] = {
+    "number": "{{ object.number }}",
+    "status": "{{ object.status }}",
+    "amount_due": "{{ object.amount_due }}",
+    "amount_paid": "{{ object.amount_paid }}",
+    "amount_remaining": "{{ object.amount_remaining }}",
+    "currency": "{{ object.currency }}",
+    "billing_reason": "{{ object.billing_reason }}",
+    "attempt_count": "{{ object.attempt_count }}",
+    "hosted_invoice_url": "{{ object.hosted_invoice_url }}",
+    "invoice_pdf": "{{ object.invoice_pdf }}",
+    "period_start": "{{ object.period_start }}",
+    "period_end": "{{ object.period_end }}",
+    "subscription": (
+        "{{ object.parent.subscription_details.subscription or object.subscription }}"
+    ),
+}
+
+
+def _workflow(
+    workflow_id: str,
+    name: str,
+    event_type: str,
+    description: str,
+    *,
+    identify: dict[str, Any] | None = None,
+    event_name: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> Workflow:
+    actions: list[IdentifyAction | TrackEventAction] = []
+    if identify is not None:
+        actions.append(IdentifyAction(attributes=identify))
+    if event_name is not None:
+        actions.append(TrackEventAction(name=event_name, data=data or {}))
+    return Workflow(
+        id=workflow_id,
+        name=name,
+        description=description,
+        trigger=Trigger(events=[event_type]),
+        actions=actions,
+    )
+
+
+def default_workflows() -> list[Workflow]:
+    """The workflows a fresh installation starts with (SPEC §4), in table order."""
+    return [
+        _workflow(
+            "customer-created",
+            "Customer created",
+            "customer.created",
+            "Create the person with email, name and created_at; send customer_created.",
+            identify={
+                "email": "{{ object.email }}",
+                "name": "{{ object.name }}",
+                "created_at": "{{ object.created }}",
+            },
+            event_name="customer_created",
+            data={
+                "email": "{{ object.email }}",
+                "name": "{{ object.name }}",
+                "created": "{{ object.created }}",
+                "currency": "{{ object.currency }}",
+            },
+        ),
+        _workflow(
+            "customer-updated",
+            "Customer updated",
+            "customer.updated",
+            "Keep email, name and delinquent current on the person.",
+            identify={
+                "email": "{{ object.email }}",
+                "name": "{{ object.name }}",
+                "created_at": "{{ object.created }}",
+                "delinquent": "{{ object.delinquent }}",
+            },
+        ),
+        _workflow(
+            "customer-deleted",
+            "Customer deleted",
+            "customer.deleted",
+            "Send customer_deleted. Add a delete_person or suppress_person action to also"
+            " remove the person from Customer.io.",
+            event_name="customer_deleted",
+            data={"email": "{{ object.email }}", "name": "{{ object.name }}"},
+        ),
+        _workflow(
+            "subscription-created",
+            "Subscription created",
+            "customer.subscription.created",
+            "Set the subscription attributes; send subscription_created.",
+            identify=_SUBSCRIPTION_ATTRIBUTES,
+            event_name="subscription_created",
+            data=_SUBSCRIPTION_DATA,
+        ),
+        _workflow(
+            "subscription-updated",
+            "Subscription updated",
+            "customer.subscription.updated",
+            "Keep the subscription attributes current; send subscription_updated with the"
+            " previous status, price and cancel_at_period_end.",
+            identify=_SUBSCRIPTION_ATTRIBUTES,
+            event_name="subscription_updated",
+            data={
+                **_SUBSCRIPTION_DATA,
+                "cancellation_reason": "{{ object.cancellation_details.reason }}",
+                "previous_status": "{{ previous.status }}",
+                "previous_price_id": "{{ previous.items.data[0].price.id }}",
+                "previous_cancel_at_period_end": "{{ previous.cancel_at_period_end }}",
+            },
+        ),
+        _workflow(
+            "subscription-canceled",
+            "Subscription canceled",
+            "customer.subscription.deleted",
+            "Set the subscription attributes (status canceled); send subscription_canceled.",
+            identify=_SUBSCRIPTION_ATTRIBUTES,
+            event_name="subscription_canceled",
+            data={
+                **_SUBSCRIPTION_DATA,
+                "canceled_at": "{{ object.canceled_at }}",
+                "ended_at": "{{ object.ended_at }}",
+                "cancellation_reason": "{{ object.cancellation_details.reason }}",
+                "cancellation_feedback": "{{ object.cancellation_details.feedback }}",
+                "cancellation_comment": "{{ object.cancellation_details.comment }}",
+            },
+        ),
+        _workflow(
+            "payment-succeeded",
+            "Payment succeeded",
+            "charge.succeeded",
+            "Send payment_succeeded with the amount, currency and card.",
+            event_name="payment_succeeded",
+            data=_CHARGE_DATA,
+        ),
+        _workflow(
+            "payment-failed",
+            "Payment failed",
+            "charge.failed",
+            "Send payment_failed with Stripe's failure code and message.",
+            event_name="payment_failed",
+            data={
+                **_CHARGE_DATA,
+                "failure_code": "{{ object.failure_code }}",
+                "failure_message": "{{ object.failure_message }}",
+                # The issuer's decline code (e.g. insufficient_funds); Radar blocks have none.
+                "decline_code": (
+                    "{{ object.outcome.reason if object.outcome.type == 'issuer_declined' }}"
+                ),
+            },
+        ),
+        _workflow(
+            "charge-refunded",
+            "Charge refunded",
+            "charge.refunded",
+            "Send charge_refunded with the cumulative amount_refunded.",
+            event_name="charge_refunded",
+            data={
+                **_CHARGE_DATA,
+                "amount_refunded": "{{ object.amount_refunded }}",
+                "refunded": "{{ object.refunded }}",
+                "previous_amount_refunded": "{{ previous.amount_refunded }}",
+            },
+        ),
+        _workflow(
+            "payment-intent-canceled",
+            "Payment intent canceled",
+            "payment_intent.canceled",
+            "Send payment_intent_canceled with Stripe's cancellation_reason.",
+            event_name="payment_intent_canceled",
+            data={
+                "amount": "{{ object.amount }}",
+                "currency": "{{ object.currency }}",
+                "status": "{{ object.status }}",
+                "cancellation_reason": "{{ object.cancellation_reason }}",
+                "canceled_at": "{{ object.canceled_at }}",
+                "description": "{{ object.description }}",
+                "failure_code": "{{ object.last_payment_error.code }}",
+                "failure_message": "{{ object.last_payment_error.message }}",
+            },
+        ),
+        _workflow(
+            "dispute-created",
+            "Dispute created",
+            "charge.dispute.created",
+            "Send dispute_created with the amount, reason and evidence deadline.",
+            event_name="dispute_created",
+            data={
+                "amount": "{{ object.amount }}",
+                "currency": "{{ object.currency }}",
+                "reason": "{{ object.reason }}",
+                "status": "{{ object.status }}",
+                "charge": "{{ object.charge }}",
+                "payment_intent": "{{ object.payment_intent }}",
+                "evidence_due_by": "{{ object.evidence_details.due_by }}",
+            },
+        ),
+        _workflow(
+            "checkout-completed",
+            "Checkout completed",
+            "checkout.session.completed",
+            "Identify the buyer from the checkout's customer details; send checkout_completed.",
+            identify={
+                "email": "{{ object.customer_details.email }}",
+                "name": "{{ object.customer_details.name }}",
+            },
+            event_name="checkout_completed",
+            data={
+                "mode": "{{ object.mode }}",
+                "status": "{{ object.status }}",
+                "payment_status": "{{ object.payment_status }}",
+                "amount_subtotal": "{{ object.amount_subtotal }}",
+                "amount_total": "{{ object.amount_total }}",
+                "currency": "{{ object.currency }}",
+                "client_reference_id": "{{ object.client_reference_id }}",
+                "subscription": "{{ object.subscription }}",
+                "invoice": "{{ object.invoice }}",
+                "payment_intent": "{{ object.payment_intent }}",
+            },
+        ),
+        _workflow(
+            "invoice-paid",
+            "Invoice paid",
+            "invoice.paid",
+            "Send invoice_paid with the number, amounts and hosted invoice URL.",
+            event_name="invoice_paid",
+            data=_INVOICE_DATA,
+        ),
+        _workflow(
+            "invoice-payment-failed",
+            "Invoice payment failed",
+            "invoice.payment_failed",
+            "Send invoice_payment_failed with the amount due, attempt count and next attempt.",
+            event_name="invoice_payment_failed",
+            data={**_INVOICE_DATA, "next_payment_attempt": "{{ object.next_payment_attempt }}"},
+        ),
+    ]

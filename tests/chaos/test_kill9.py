@@ -1,0 +1,111 @@
+"""kill -9 of a running `billbridge serve` under load, then a restart: every acknowledged
+event reaches Customer.io exactly once (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from billbridge.stripe.samples import sample_event
+from billbridge.stripe.signature import sign_payload
+from tests.fakes.customerio import FakeCustomerIO
+from tests.support.live_server import ServeProcess, wait_until
+
+SECRET = "whsec_chaos_secret_value"
+EVENTS = 240
+KILL_AFTER = 80  # acknowledged events before the kill
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/chaos.db"
+        return
+    name = f"billbridge_chaos_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.slow
+def test_kill9_under_load_then_restart_delivers_every_acknowledged_event_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Events acknowledged with 200 before a kill -9 are all delivered after the restart,
+    each producing exactly one Customer.io event; nothing secret reaches the log."""
+    with FakeCustomerIO() as cio:
+        env = {
+            **cio.settings_env(),
+            "DATABASE_URL": database_url,
+            "STRIPE_WEBHOOK_SECRET": SECRET,
+            "BILLBRIDGE_RETRY_SCHEDULE": "0.2",
+            "BILLBRIDGE_LEASE_SECONDS": "3",
+        }
+        server = ServeProcess(env, cwd=tmp_path).start()
+        # Slow Customer.io a little so deliveries are in flight when the kill lands.
+        cio.delay_next(0.05, count=None)
+        acknowledged: list[str] = []
+        lock = threading.Lock()
+        killed = threading.Event()
+
+        def post(index: int) -> None:
+            event = sample_event(
+                "charge.succeeded",
+                customer_id=f"cus_Chaos{index:04d}",
+                email=f"chaos{index}@example.com",
+            )
+            body = json.dumps(event).encode()
+            headers = {
+                "Content-Type": "application/json",
+                "Stripe-Signature": sign_payload(body, SECRET),
+            }
+            try:
+                response = httpx.post(
+                    server.url + "/webhooks/stripe", content=body, headers=headers, timeout=5
+                )
+            except httpx.HTTPError:
+                return  # not acknowledged: Stripe would retry it
+            if response.status_code == 200:
+                with lock:
+                    acknowledged.append(event["id"])
+                    if len(acknowledged) >= KILL_AFTER and not killed.is_set():
+                        killed.set()
+                        server.kill9()
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(post, range(EVENTS)))
+        assert killed.is_set(), "the load ended before the kill"
+        assert len(acknowledged) >= KILL_AFTER
+
+        cio.clear_faults()
+        restarted = ServeProcess(env, cwd=tmp_path, port=server.port).start()
+        try:
+
+            def delivered() -> bool:
+                seen = {e["data"].get("stripe_event_id") for e in cio.events}
+                return set(acknowledged) <= seen
+
+            wait_until(delivered, timeout=90, interval=0.2)
+            counts = Counter(e["data"].get("stripe_event_id") for e in cio.events)
+            assert all(counts[event_id] == 1 for event_id in acknowledged)
+            failed = httpx.get(restarted.url + "/api/events?status=failed", timeout=5).json()
+            assert failed["items"] == []
+        finally:
+            restarted.stop()
+        log = server.output()
+        for secret in (SECRET, env["CUSTOMERIO_TRACK_API_KEY"], env["CUSTOMERIO_APP_API_KEY"]):
+            assert secret not in log

@@ -1,0 +1,1 @@
+"""Local fakes of the services Billbridge talks to, for tests and benchmarks."""
