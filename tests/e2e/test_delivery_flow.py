@@ -78,14 +78,15 @@ def stripe_api() -> Iterator[FakeStripe]:
 
 
 def _settings(tmp_path: Path, cio: FakeCustomerIO, **extra: str) -> Settings:
-    return Settings(
-        DATABASE_URL=f"sqlite:///{tmp_path}/flow.db",
-        STRIPE_WEBHOOK_SECRET=SECRET,
-        BILLBRIDGE_RETRY_SCHEDULE="0.2",
-        CUSTOMERIO_TIMEOUT="2",
+    values = {
+        "DATABASE_URL": f"sqlite:///{tmp_path}/flow.db",
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "BILLBRIDGE_RETRY_SCHEDULE": "0.2",
+        "CUSTOMERIO_TIMEOUT": "2",
         **cio.settings_env(),
         **extra,
-    )
+    }
+    return Settings(**values)
 
 
 @pytest.fixture
@@ -270,3 +271,90 @@ def test_test_mode_events_can_be_ignored(tmp_path: Path, cio: FakeCustomerIO) ->
         live = sample_event("charge.succeeded", livemode=True, customer_id="cus_L", email="l@x.io")
         assert run.post_event(live).json()["deliveries"] == 1
         assert run.event(event["id"]).summary.status == "ignored"
+
+
+SEND_WORKFLOW = {
+    "id": "receipt-email",
+    "name": "Receipt email",
+    "trigger": {"events": ["invoice.paid"]},
+    "actions": [
+        {
+            "type": "send_email",
+            "transactional_message_id": 7,
+            "message_data": {"amount_paid": "{{ object.amount_paid }}"},
+        }
+    ],
+}
+
+
+def test_send_timeout_is_not_retried_blindly_and_sent_email_needs_force(
+    tmp_path: Path, cio: FakeCustomerIO
+) -> None:
+    """A transactional send that times out is failed as 'unknown' (never resent on its own);
+    once a send succeeded, a replay resends it only with force."""
+    settings = _settings(tmp_path, cio, CUSTOMERIO_TIMEOUT="0.5")
+    app = create_app(settings)
+    with serve_app(app) as url:
+        run = Running(url, app.state.services, cio)
+        created = httpx.post(url + "/api/workflows", json=SEND_WORKFLOW, timeout=10)
+        assert created.status_code == 201, created.text
+        cio.delay_next(1.5, path_prefix="/v1/send/email")
+        event = sample_event("invoice.paid", customer_id="cus_Send", email="send@example.com")
+        run.post_event(event)
+        detail = run.wait_final(event["id"])
+        send = next(d for d in detail.deliveries if d.workflow_id == "receipt-email")
+        assert send.status == "failed"
+        assert [a.outcome for a in send.attempts] == ["unknown"]
+        assert "replay with force" in (send.last_error or "")
+        wait_until(lambda: len(cio.sends) == 1)  # the slow send did happen, once
+
+        replay = httpx.post(f"{url}/api/events/{event['id']}/replay", timeout=10)
+        assert replay.status_code == 200
+        run.wait_final(event["id"])
+        assert len(cio.sends) == 2  # the user chose to send again
+
+        again = httpx.post(f"{url}/api/events/{event['id']}/replay", timeout=10).json()
+        assert send.delivery_id in again["skipped_sent"]
+        run.wait_final(event["id"])
+        assert len(cio.sends) == 2  # sent once already: not without force
+
+        forced = httpx.post(f"{url}/api/events/{event['id']}/replay?force=true", timeout=10)
+        assert send.delivery_id in forced.json()["replayed"]
+        wait_until(lambda: len(cio.sends) == 3)
+
+
+def test_test_mode_events_can_be_dry_run(tmp_path: Path, cio: FakeCustomerIO) -> None:
+    """BILLBRIDGE_TEST_MODE_EVENTS=dry_run computes test events but sends only live ones."""
+    app = create_app(_settings(tmp_path, cio, BILLBRIDGE_TEST_MODE_EVENTS="dry_run"))
+    with serve_app(app) as url:
+        run = Running(url, app.state.services, cio)
+        test_event = sample_event(
+            "charge.failed", livemode=False, customer_id="cus_T", email="t@x.io"
+        )
+        live_event = sample_event(
+            "charge.failed", livemode=True, customer_id="cus_L", email="l@x.io"
+        )
+        run.post_event(test_event)
+        run.post_event(live_event)
+        assert run.wait_final(test_event["id"]).deliveries[0].status == "dry_run"
+        assert run.wait_final(live_event["id"]).deliveries[0].status == "succeeded"
+        sent = [e["data"]["stripe_event_id"] for e in cio.events]
+        assert sent == [live_event["id"]]
+
+
+def test_health_readiness_and_metrics(running: Running) -> None:
+    """/healthz, /readyz and /metrics answer; metrics count deliveries and ingest latency."""
+    event = sample_event("charge.succeeded", customer_id="cus_M", email="m@example.com")
+    running.post_event(event)
+    running.wait_final(event["id"])
+    assert httpx.get(running.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(running.url + "/readyz").status_code == 200
+    metrics = httpx.get(running.url + "/metrics")
+    assert metrics.status_code == 200
+    text = metrics.text
+    assert "billbridge_queue_depth 0.0" in text
+    assert "billbridge_oldest_pending_age_seconds 0.0" in text
+    assert 'billbridge_deliveries{status="succeeded"} 1.0' in text
+    assert 'billbridge_attempts{outcome="succeeded"} 1.0' in text
+    assert 'billbridge_ingest_duration_seconds_count{status="200"} 1.0' in text
+    assert "whsec_" not in text
