@@ -490,12 +490,6 @@ class CioReceiver:
     def reset(self) -> None:
         http_post(self.url + ("/_fake/reset" if self.kind == "fake" else "/_sink/reset"))
 
-    def calls(self) -> int:
-        """HTTP requests received so far."""
-        if self.kind == "fake":
-            return int(json.loads(http_get(self.url + "/_fake/stats", 10)[1])["requests"])
-        return int(json.loads(http_get(self.url + "/_sink/stats", 10)[1])["requests"])
-
     def summary(self) -> dict[str, Any]:
         """requests, by status, events, duplicates, violations, and the last request time."""
         if self.kind == "fake":
@@ -678,11 +672,8 @@ class Bench:
                     if load is None:
                         continue
                     expected = int(load.data["field_sum"])
-                    if cio.calls() >= expected:
-                        done = True
-                        break
-                    _total, open_count, _by = delivery_counts(db)
-                    if open_count == 0:
+                    total, open_count, _by = delivery_counts(db)
+                    if total >= expected and open_count == 0:
                         done = True
                         break
                 if load is None:
@@ -699,7 +690,9 @@ class Bench:
         last_call = summary["last_at"] or time.time()
         span = max(1e-9, last_call - first_post)
         calls = int(summary["requests"])
+        sent = by_status.get("succeeded", 0)
         calls_per_s = calls / span if done else 0.0
+        sent_per_s = sent / span if done else 0.0
         posted = load.data
         print(
             f"  worker concurrency {worker_concurrency}: posted {posted['requests']} events over "
@@ -709,11 +702,16 @@ class Bench:
             flush=True,
         )
         print(
-            f"    {calls} Customer.io calls received, {span:.2f} s from the first post to the "
-            f"last call -> {calls_per_s:.0f} calls/s end to end"
+            f"    {calls} Customer.io HTTP calls received, {span:.2f} s from the first post to "
+            f"the last call -> {calls_per_s:.0f} calls/s end to end"
             + ("" if done else f"  (NOT FINISHED within {deadline_s:.0f} s)"),
             flush=True,
         )
+        if sent != calls:
+            print(
+                f"    {sent} deliveries succeeded (batched calls) -> {sent_per_s:.0f} deliveries/s",
+                flush=True,
+            )
         detail = {k: v for k, v in summary.items() if k not in ("requests", "last_at")}
         print(f"    receiver ({cio.kind}): {detail}", flush=True)
         print(
@@ -731,7 +729,7 @@ class Bench:
             flush=True,
         )
         proc.stop()
-        return calls_per_s, rss_after, sampler.peak / MB
+        return max(calls_per_s, sent_per_s), rss_after, sampler.peak / MB
 
     # -- the whole run --
 

@@ -1,0 +1,102 @@
+"""`serve --no-worker` plus two `billbridge worker` processes on PostgreSQL share the queue:
+every delivery is claimed by exactly one worker and attempted exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from billbridge.store import open_store
+from billbridge.stripe.samples import sample_event
+from billbridge.stripe.signature import sign_payload
+from tests.fakes.customerio import FakeCustomerIO
+from tests.support.live_server import BILLBRIDGE, ServeProcess, wait_until
+
+SECRET = "whsec_split_roles"
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+EVENTS = 60
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    name = f"billbridge_split_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_two_workers_share_the_queue_without_double_claims(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Deliveries from one HTTP process are spread over two workers, each attempted once."""
+    with FakeCustomerIO() as cio:
+        env = {
+            **cio.settings_env(),
+            "DATABASE_URL": database_url,
+            "STRIPE_WEBHOOK_SECRET": SECRET,
+        }
+        server = ServeProcess(env, cwd=tmp_path, args=("--no-worker",)).start()
+        workers = [
+            subprocess.Popen(
+                [BILLBRIDGE, "worker", "--concurrency", "4"],
+                env={**os.environ, **env},
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(2)
+        ]
+        try:
+            ids = []
+            for index in range(EVENTS):
+                event = sample_event(
+                    "charge.succeeded", customer_id=f"cus_Split{index}", email=f"s{index}@x.io"
+                )
+                body = json.dumps(event).encode()
+                response = httpx.post(
+                    server.url + "/webhooks/stripe",
+                    content=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        "Stripe-Signature": sign_payload(body, SECRET),
+                    },
+                    timeout=10,
+                )
+                assert response.status_code == 200
+                ids.append(event["id"])
+            wait_until(
+                lambda: {e["data"]["stripe_event_id"] for e in cio.events} >= set(ids),
+                timeout=60,
+                interval=0.2,
+            )
+            counts = Counter(r["path"] for r in cio.requests)
+            assert all(count == 1 for count in counts.values())
+            store = open_store(database_url)
+            try:
+                for event_id in ids:
+                    detail = store.get_event(event_id)
+                    assert detail is not None
+                    assert [len(d.attempts) for d in detail.deliveries] == [1]
+            finally:
+                store.close()
+        finally:
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                assert worker.wait(timeout=30) == 0  # a graceful stop on SIGTERM
+            server.stop()
