@@ -11,8 +11,6 @@ from typing import Any, Literal
 
 import anyio
 import typer
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from billbridge.cli_common import DEV_SECRET_FILE, EXIT_FAILURE, safe_database_url
 from billbridge.config import Settings, load_settings
@@ -20,7 +18,6 @@ from billbridge.customerio.client import CustomerIOClient
 from billbridge.errors import ConfigurationError, DeliveryError, StripeAPIError
 from billbridge.store import open_store
 from billbridge.store.base import Store
-from billbridge.store.sql import MIGRATIONS_DIR, SqlStore
 from billbridge.stripe.api import StripeAPI
 from billbridge.workflows.catalog import WorkflowCatalog
 from billbridge.workflows.model import Workflow
@@ -43,21 +40,19 @@ def _schema_check(store: Store, settings: Settings) -> Check:
     """Whether the schema is at the newest migration (without migrating it)."""
     name = "database"
     where = safe_database_url(settings.database_url)
-    if not isinstance(store, SqlStore):
-        return Check("OK", name, f"reachable ({where})")
-    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
-    # The Store interface has no revision query; both drivers are SqlStores.
-    with store._engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-    if current is None:
+    applied, shipped = store.schema_revisions()
+    if not applied:
         return Check("FAIL", name, f"reachable ({where}) but empty: run `billbridge migrate`")
-    if current != head:
+    if applied != shipped:
         return Check(
             "FAIL",
             name,
-            f"schema at revision {current}, newest is {head}: run `billbridge migrate`",
+            f"schema at revision {', '.join(sorted(applied))}, newest is "
+            f"{', '.join(sorted(shipped))}: run `billbridge migrate`",
         )
-    return Check("OK", name, f"reachable and migrated ({where}, revision {current})")
+    return Check(
+        "OK", name, f"reachable and migrated ({where}, revision {', '.join(sorted(applied))})"
+    )
 
 
 def _secret_check(settings: Settings) -> Check:

@@ -26,7 +26,7 @@ from billbridge.store.records import (
     NewDelivery,
     NewEvent,
 )
-from billbridge.store.tables import metadata
+from billbridge.store.schema import metadata
 
 T = TypeVar("T")
 DEADLINE = 10.0  # seconds any polled condition gets before the test fails

@@ -37,6 +37,11 @@ class Store(ABC):
         """Bring the schema to the newest Alembic revision (idempotent)."""
 
     @abstractmethod
+    def schema_revisions(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(revisions applied to the database, newest revisions shipped): equal when
+        migrated; the first is empty for an empty database."""
+
+    @abstractmethod
     def ping(self) -> bool:
         """True when the database answers a trivial query."""
 

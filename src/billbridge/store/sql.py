@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -69,12 +71,24 @@ def unavailable_on_errors() -> Iterator[None]:
         raise unavailable_error(exc) from getattr(exc, "orig", None)
 
 
-def run_migrations(connection: Connection) -> None:
-    """Alembic `upgrade head` on `connection` (inside the caller's transaction)."""
+def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def run_migrations(connection: Connection) -> None:
+    """Alembic `upgrade heads` on `connection` (inside the caller's transaction)."""
+    config = _alembic_config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")
+
+
+def read_schema_revisions(connection: Connection) -> tuple[frozenset[str], frozenset[str]]:
+    """(revisions applied to the database, newest revisions shipped with this version)."""
+    applied = MigrationContext.configure(connection).get_current_heads()
+    shipped = ScriptDirectory.from_config(_alembic_config()).get_heads()
+    return frozenset(applied), frozenset(shipped)
 
 
 class WakeUp:
@@ -174,6 +188,9 @@ class SqlStore(Store):
         return float(conn.execute(sa.select(self._now_expr)).scalar_one())
 
     # Lifecycle ----------------------------------------------------------------------------
+
+    def schema_revisions(self) -> tuple[frozenset[str], frozenset[str]]:
+        return self._read(read_schema_revisions)
 
     def ping(self) -> bool:
         try:

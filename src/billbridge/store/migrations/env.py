@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from billbridge.store.tables import metadata
+from billbridge.store.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
