@@ -5,7 +5,7 @@ PYTHON    ?= python3
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test check format bench clean
+.PHONY: run test check format bench clean chromium screenshots
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,17 +25,25 @@ run: $(RUN_STAMP)
 
 ## check: lint, format check and strict type check
 check: $(DEV_STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
-## test: the checks, then the whole suite (SQLite and PostgreSQL at 127.0.0.1:5432)
-test: check
+## test: the checks, then the whole suite (SQLite and PostgreSQL at 127.0.0.1:5432, Chromium)
+test: check chromium
 	$(BIN)/pytest
 
+## chromium: Debian's Chromium for the browser tests (never `playwright install`; see DEVELOPERS.md)
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
+## screenshots: regenerate docs/screenshots/*.png (starts a demo instance with the fakes)
+screenshots: $(DEV_STAMP) chromium
+	$(BIN)/python scripts/screenshots.py
+
 format: $(DEV_STAMP)
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench scripts
+	$(BIN)/ruff check --fix src tests bench scripts
 
 ## bench: ingest, end-to-end and memory benchmarks (by hand, prints numbers)
 bench: $(DEV_STAMP)

@@ -12,6 +12,7 @@ also on an error or Ctrl-C. See bench/README.md for what each number means.
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
 import contextlib
 import json
@@ -861,7 +862,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, DBs)")
+    parser.add_argument(
+        "--backfill", action="store_true", help="also run bench/backfill.py (10,000 customers)"
+    )
     args = parser.parse_args(argv)
+    if args.backfill:  # standalone script, run after the other phases
+        atexit.register(subprocess.run, [PYTHON, str(BENCH / "backfill.py")], check=False)
     if args.quick:
         args.requests, args.warmup, args.e2e_events = 1000, 100, 1000
     return Options(

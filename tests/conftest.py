@@ -22,6 +22,7 @@ PG_ADMIN_URL = os.environ.get(
     "BILLBRIDGE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 STORE_TABLES = ("attempts", "deliveries", "events", "workflows", "customers", "meta")
+ACCESS_TABLES = ("users", "sessions", "api_tokens", "credentials", "alert_settings", "alert_state")
 
 
 def _admin_connection() -> psycopg.Connection[tuple[object, ...]]:
@@ -72,7 +73,7 @@ def _truncate_postgres(url: str) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
             sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
-                sql.SQL(", ").join(sql.Identifier(table) for table in STORE_TABLES)
+                sql.SQL(", ").join(sql.Identifier(table) for table in STORE_TABLES + ACCESS_TABLES)
             )
         )
 

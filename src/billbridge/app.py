@@ -11,31 +11,72 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from billbridge import __version__
+from billbridge.accounts import ensure_admin_from_env
+from billbridge.alerts.monitor import start_alert_monitor
 from billbridge.config import Settings, dev_webhook_secret
 from billbridge.delivery.worker import build_worker
 from billbridge.errors import ConfigurationError
 from billbridge.ingest import IngestService
 from billbridge.observability import Metrics
 from billbridge.services import Services, build_services
+from billbridge.stripe.reconcile import start_periodic_reconcile
+from billbridge.stripe.webhook_setup import saved_webhook_secrets
 from billbridge.web.api import build_api_router
+from billbridge.web.dashboard import install_dashboard
+from billbridge.web.pages_access import install_access
 
 log = structlog.get_logger("billbridge.app")
 
+WEBHOOK_PATH = "/webhooks/stripe"
+
 
 def webhook_secrets_for(settings: Settings, *, dev: bool) -> tuple[str, ...]:
-    """The secrets webhooks are verified with: STRIPE_WEBHOOK_SECRET, or under `--dev` the
-    generated development secret kept in the var directory."""
-    if settings.webhook_secrets:
-        return settings.webhook_secrets
-    if dev:
-        return (dev_webhook_secret(settings.var_dir),)
+    """The secrets webhooks are verified with: STRIPE_WEBHOOK_SECRET, the secret
+    `setup-webhook` saved in the var directory, and under `--dev` the generated
+    development secret kept there too."""
+    secrets = settings.webhook_secrets + tuple(
+        s for s in saved_webhook_secrets(settings.var_dir) if s not in settings.webhook_secrets
+    )
+    if dev and not settings.webhook_secrets:
+        secrets += (dev_webhook_secret(settings.var_dir),)
+    if secrets:
+        return secrets
     raise ConfigurationError(
         "STRIPE_WEBHOOK_SECRET is not set: set it to your endpoint's signing secret "
         "(whsec_..., several separated by commas), or start with `billbridge serve --dev` "
-        "(what `make run` does) to use a generated development secret"
+        "(what `make run` does) to use a generated development secret, or create the "
+        "endpoint with `billbridge setup-webhook --url URL` (it saves the secret)"
     )
+
+
+class WebhookFastPath:
+    """Answers `POST /webhooks/stripe` before routing and the other middlewares.
+
+    The webhook is the hot path and needs none of FastAPI's request machinery (dependency
+    solving, validation, the /api guard): its handler reads the raw body itself. Everything
+    else passes through unchanged.
+    """
+
+    def __init__(self, app: ASGIApp, *, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == WEBHOOK_PATH
+            and scope["method"] == "POST"
+            and hasattr(self.state, "ingest")
+        ):
+            ingest: IngestService = self.state.ingest
+            response = await ingest.handle(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings, *, run_worker: bool = True, dev: bool = False) -> FastAPI:
@@ -56,10 +97,13 @@ def create_app(settings: Settings, *, run_worker: bool = True, dev: bool = False
         )
         app.state.services = services
         app.state.ingest = ingest
+        await anyio.to_thread.run_sync(lambda: ensure_admin_from_env(settings, services.store))
         stop = asyncio.Event()
         worker_task: asyncio.Task[None] | None = None
         if run_worker:
             worker_task = asyncio.create_task(build_worker(services).run(stop))
+        alerts_task = start_alert_monitor(services, stop) if run_worker else None
+        reconcile_task = start_periodic_reconcile(services, ingest, stop)  # None when off
         log.info(
             "billbridge ready",
             version=__version__,
@@ -74,6 +118,10 @@ def create_app(settings: Settings, *, run_worker: bool = True, dev: bool = False
             stop.set()
             if worker_task is not None:
                 await worker_task
+            if alerts_task is not None:
+                await alerts_task
+            if reconcile_task is not None:
+                await reconcile_task
             await services.aclose()
 
     app = FastAPI(
@@ -84,7 +132,7 @@ def create_app(settings: Settings, *, run_worker: bool = True, dev: bool = False
     )
 
     @app.post(
-        "/webhooks/stripe",
+        WEBHOOK_PATH,
         tags=["webhooks"],
         summary="Receive a Stripe webhook",
         responses={
@@ -96,6 +144,8 @@ def create_app(settings: Settings, *, run_worker: bool = True, dev: bool = False
         },
     )
     async def stripe_webhook(request: Request) -> Response:
+        # Documents the endpoint in /openapi.json; POSTs are answered by WebhookFastPath
+        # before routing, so this only runs if that middleware is not installed.
         ingest: IngestService = request.app.state.ingest
         return await ingest.handle(request)
 
@@ -118,4 +168,7 @@ def create_app(settings: Settings, *, run_worker: bool = True, dev: bool = False
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(build_api_router())
+    install_access(app, settings)  # login, sessions, /api/* guard, settings pages and API
+    install_dashboard(app)  # overview, events, workflows, "Try it" and /static
+    app.add_middleware(WebhookFastPath, state=app.state)  # outermost: first to see requests
     return app

@@ -16,6 +16,7 @@ import httpx
 import typer
 
 from billbridge import __version__
+from billbridge.cli_admin import admin_app, tokens_app
 from billbridge.cli_common import (
     DEV_SECRET_FILE,
     EXIT_CONFIGURATION,
@@ -26,6 +27,7 @@ from billbridge.cli_common import (
 )
 from billbridge.cli_doctor import doctor
 from billbridge.cli_events import events_app, replay
+from billbridge.cli_stripe import backfill, reconcile, setup_webhook
 from billbridge.cli_workflows import workflows_app
 from billbridge.config import Settings, dev_webhook_secret, load_settings
 from billbridge.observability import configure_logging
@@ -46,6 +48,8 @@ app = typer.Typer(
 )
 app.add_typer(events_app, name="events")
 app.add_typer(workflows_app, name="workflows")
+app.add_typer(admin_app, name="admin")
+app.add_typer(tokens_app, name="tokens")
 
 
 def _version(value: bool) -> None:
@@ -206,6 +210,9 @@ def trigger(
 
 app.command("replay")(replay)
 app.command("doctor")(doctor)
+app.command("reconcile")(reconcile)
+app.command("backfill")(backfill)
+app.command("setup-webhook")(setup_webhook)
 
 
 def main() -> None:

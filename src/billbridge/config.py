@@ -63,13 +63,34 @@ class Settings(BaseSettings):
         default="keep", alias="BILLBRIDGE_CUSTOMER_DELETED_POLICY"
     )
 
-    worker_concurrency: int = Field(default=16, alias="BILLBRIDGE_WORKER_CONCURRENCY", ge=1)
+    # "auto": when several Track person calls are ready at once they go out as one Track v2
+    # batch request (same effect, far fewer HTTP calls); "off": always one v1 call each.
+    track_batching: Literal["auto", "off"] = Field(
+        default="auto", alias="BILLBRIDGE_TRACK_BATCHING"
+    )
+    worker_concurrency: int = Field(default=64, alias="BILLBRIDGE_WORKER_CONCURRENCY", ge=1)
     lease_seconds: float = Field(default=60.0, alias="BILLBRIDGE_LEASE_SECONDS", gt=0)
     log_format: Literal["console", "json"] = Field(default="console", alias="BILLBRIDGE_LOG_FORMAT")
     log_level: str = Field(default="INFO", alias="BILLBRIDGE_LOG_LEVEL")
     max_body_bytes: int = Field(default=1_048_576, alias="BILLBRIDGE_MAX_BODY_BYTES", gt=0)
     var_dir: Path = Field(default=Path("./var"), alias="BILLBRIDGE_VAR_DIR")
     stripe_cache_seconds: float = Field(default=300.0, alias="BILLBRIDGE_STRIPE_CACHE_SECONDS")
+
+    # Access, connections and alerts (the dashboard) -------------------------------------
+    api_token: SecretStr | None = Field(default=None, alias="BILLBRIDGE_API_TOKEN")
+    admin_username: str = Field(default="admin", alias="BILLBRIDGE_ADMIN_USERNAME", min_length=1)
+    admin_password: SecretStr | None = Field(default=None, alias="BILLBRIDGE_ADMIN_PASSWORD")
+    secret_key: SecretStr | None = Field(default=None, alias="BILLBRIDGE_SECRET_KEY")
+    cookie_secure: bool = Field(default=False, alias="BILLBRIDGE_COOKIE_SECURE")
+    session_lifetime: float = Field(default=43_200.0, alias="BILLBRIDGE_SESSION_LIFETIME", gt=0)
+    public_url: str | None = Field(default=None, alias="BILLBRIDGE_PUBLIC_URL")
+    # For tests only: lets alert URLs point at 127.0.0.1 (a local receiver).
+    alerts_allow_loopback: bool = Field(default=False, alias="BILLBRIDGE_ALERTS_ALLOW_LOOPBACK")
+    alerts_check_interval: float = Field(
+        default=30.0, alias="BILLBRIDGE_ALERTS_CHECK_INTERVAL", gt=0
+    )  # seconds between looks at failures and the queue
+    # Seconds between reconcile runs in `serve` (needs STRIPE_API_KEY); 0 turns it off.
+    reconcile_interval: float = Field(default=3600.0, alias="BILLBRIDGE_RECONCILE_INTERVAL", ge=0)
 
     @field_validator("stripe_webhook_secret", mode="before")
     @classmethod

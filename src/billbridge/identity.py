@@ -28,6 +28,7 @@ from billbridge.stripe.events import (
     email_of,
     is_customer_event,
     object_of,
+    previous_email_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ class Person:
     customer_id: str | None
     email: str | None
     customer: dict[str, Any] = field(default_factory=dict)  # best known Stripe customer
+    # The identifier the person had before this event changed it (an email change under
+    # BILLBRIDGE_IDENTIFIER=email): identify addresses them by it, so they are updated.
+    previous_identifier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,10 +93,23 @@ def _charge_id_of(obj: dict[str, Any]) -> str | None:
 class IdentityResolver:
     """Turns a Stripe event into a `Person` (or `Unresolved`) per `settings.identifier`."""
 
-    def __init__(self, settings: Settings, store: Store, stripe_api: StripeAPI | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        stripe_api: StripeAPI | None,
+        *,
+        stripe_api_source: Callable[[], StripeAPI | None] | None = None,
+    ) -> None:
         self._identifier = settings.identifier
         self._store = store
-        self._api = stripe_api
+        # `stripe_api_source` gives the client for the current key (it may be saved in the
+        # dashboard while running); without it the fixed `stripe_api` is used.
+        self._api_source = stripe_api_source or (lambda: stripe_api)
+
+    @property
+    def _api(self) -> StripeAPI | None:
+        return self._api_source()
 
     def resolve(self, event: dict[str, Any]) -> Person | Unresolved:
         """The person for `event`.
@@ -150,8 +167,16 @@ class IdentityResolver:
         identifier = self._identifier_for(customer_id, email, customer)
         if identifier is None:
             return Unresolved(UNRESOLVED_REASON + charge_hint)
+        previous: str | None = None
+        old_email = previous_email_of(event) if from_payload else None
+        if self._identifier == "email" and old_email and identifier == email:
+            previous = old_email if old_email.lower() != identifier.lower() else None
         return Person(
-            identifier=identifier, customer_id=customer_id, email=email, customer=customer
+            identifier=identifier,
+            customer_id=customer_id,
+            email=email,
+            customer=customer,
+            previous_identifier=previous,
         )
 
     # Internals ----------------------------------------------------------------------------

@@ -17,11 +17,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import anyio
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
+from billbridge.billing.projection import rows_for_event
 from billbridge.config import Settings
 from billbridge.errors import StoreUnavailableError, WebhookRejected
 from billbridge.observability import Metrics
@@ -68,12 +68,24 @@ class IngestService:
 
     def store_event(self, event: dict[str, Any], raw: str, source: EventSource) -> IngestResult:
         """Store a parsed, trusted event through the same path as a webhook (also used by
-        reconcile and backfill). Blocking: call it from a thread in async code."""
-        return self._store.ingest(
+        reconcile and backfill), and apply its objects to the billing projection in the
+        same transaction. Blocking: call it from a thread in async code."""
+        return self._store.ingest(*self._rows(event, raw, source))
+
+    async def store_event_async(
+        self, event: dict[str, Any], raw: str, source: EventSource
+    ) -> IngestResult:
+        """`store_event` for the event loop (the webhook's path)."""
+        return await self._store.ingest_async(*self._rows(event, raw, source))
+
+    def _rows(self, event: dict[str, Any], raw: str, source: EventSource) -> tuple[Any, ...]:
+        """Everything one event writes, in `Store.ingest`'s argument order."""
+        return (
             new_event_from(event, raw, source),
             self.deliveries_for(event["type"], bool(event["livemode"])),
             customer_record_from(event),
-            retry_window=self._settings.retry_window,
+            self._settings.retry_window,
+            rows_for_event(event),
         )
 
     async def handle(self, request: Request) -> Response:
@@ -91,7 +103,7 @@ class IngestService:
 
         structlog.contextvars.bind_contextvars(stripe_event_id=event["id"])
         try:
-            result = await anyio.to_thread.run_sync(self.store_event, event, raw, "webhook")
+            result = await self.store_event_async(event, raw, "webhook")
         except StoreUnavailableError as exc:
             log.error("could not store event; Stripe will retry", error=str(exc))  # noqa: TRY400 - the message is enough
             return self._answer(
@@ -104,7 +116,7 @@ class IngestService:
             structlog.contextvars.unbind_contextvars("stripe_event_id")
         if result.inserted:
             self._store.notify_work()
-            log.info(
+            log.debug(
                 "event stored",
                 stripe_event_id=event["id"],
                 type=event["type"],
@@ -112,7 +124,7 @@ class IngestService:
             )
             outcome = "stored"
         else:
-            log.info("duplicate event ignored", stripe_event_id=event["id"], type=event["type"])
+            log.debug("duplicate event ignored", stripe_event_id=event["id"], type=event["type"])
             outcome = "duplicate"
         return self._answer(
             started,

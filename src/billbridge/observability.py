@@ -159,6 +159,11 @@ class Metrics:
             "Duration of Customer.io calls made by this process.",
             registry=self.registry,
         )
+        self.reconcile_recovered = Counter(
+            "billbridge_reconcile_recovered_events",
+            "Stripe events found by reconcile in the Events API that had never arrived.",
+            registry=self.registry,
+        )
         self._store_collector: _StoreCollector | None = None
 
     def watch_store(self, stats: Callable[[], StoreStats]) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from billbridge.config import Settings
+from billbridge.credentials import CredentialsProvider
 from billbridge.customerio.client import CustomerIOClient
 from billbridge.delivery.retry import RetryPolicy
 from billbridge.identity import IdentityResolver
 from billbridge.observability import Metrics
+from billbridge.secret_box import SecretBox
 from billbridge.store import open_store
 from billbridge.store.base import Store
 from billbridge.stripe.api import StripeAPI
@@ -23,15 +25,19 @@ class Services:
     store: Store
     catalog: WorkflowCatalog
     resolver: IdentityResolver
-    stripe_api: StripeAPI | None
     cio: CustomerIOClient
     retry_policy: RetryPolicy
     metrics: Metrics
+    credentials: CredentialsProvider
+
+    @property
+    def stripe_api(self) -> StripeAPI | None:
+        """The Stripe client for the current key (environment or dashboard), or None."""
+        return self.credentials.stripe_api()
 
     async def aclose(self) -> None:
         await self.cio.aclose()
-        if self.stripe_api is not None:
-            self.stripe_api.close()
+        self.credentials.close()
         self.store.close()
 
 
@@ -44,14 +50,14 @@ def build_services(
         store.migrate()
     catalog = WorkflowCatalog(store)
     catalog.ensure_defaults()
-    stripe_api = StripeAPI(settings) if settings.stripe_api_key else None
+    credentials = CredentialsProvider(settings, store, SecretBox.from_settings(settings))
     return Services(
         settings=settings,
         store=store,
         catalog=catalog,
-        resolver=IdentityResolver(settings, store, stripe_api),
-        stripe_api=stripe_api,
-        cio=CustomerIOClient(settings),
+        resolver=IdentityResolver(settings, store, None, stripe_api_source=credentials.stripe_api),
+        cio=CustomerIOClient(settings, credentials=credentials.current),
+        credentials=credentials,
         retry_policy=RetryPolicy.from_settings(settings),
         metrics=metrics or Metrics(),
     )

@@ -18,6 +18,7 @@ import pytest
 from billbridge.stripe.samples import sample_event
 from billbridge.stripe.signature import sign_payload
 from tests.fakes.customerio import FakeCustomerIO
+from tests.support.auth import API_TOKEN_ENV, AUTH
 from tests.support.live_server import ServeProcess, wait_until
 
 SECRET = "whsec_chaos_secret_value"
@@ -54,6 +55,7 @@ def test_kill9_under_load_then_restart_delivers_every_acknowledged_event_once(
             "STRIPE_WEBHOOK_SECRET": SECRET,
             "BILLBRIDGE_RETRY_SCHEDULE": "0.2",
             "BILLBRIDGE_LEASE_SECONDS": "3",
+            **API_TOKEN_ENV,
         }
         server = ServeProcess(env, cwd=tmp_path).start()
         # Slow Customer.io a little so deliveries are in flight when the kill lands.
@@ -102,7 +104,9 @@ def test_kill9_under_load_then_restart_delivers_every_acknowledged_event_once(
             wait_until(delivered, timeout=90, interval=0.2)
             counts = Counter(e["data"].get("stripe_event_id") for e in cio.events)
             assert all(counts[event_id] == 1 for event_id in acknowledged)
-            failed = httpx.get(restarted.url + "/api/events?status=failed", timeout=5).json()
+            failed = httpx.get(
+                restarted.url + "/api/events?status=failed", headers=AUTH, timeout=5
+            ).json()
             assert failed["items"] == []
         finally:
             restarted.stop()

@@ -12,21 +12,25 @@ import httpx
 import pytest
 
 from billbridge.app import create_app
+from billbridge.billing.context import billing_context
 from billbridge.config import Settings
 from billbridge.customerio.requests import CioRequest
+from billbridge.customerio.v2 import to_batch_operation
 from billbridge.identity import Person
 from billbridge.services import Services
 from billbridge.store.records import FINAL_STATUSES, EventDetail
 from billbridge.stripe.samples import sample_event
 from billbridge.stripe.signature import sign_payload
-from billbridge.workflows.defaults import default_workflows
-from billbridge.workflows.planner import plan_action
+from billbridge.workflows.defaults import default_workflows, semantic_workflows
+from billbridge.workflows.planner import Skip, plan_action
 from tests.fakes.customerio import FakeCustomerIO
 from tests.fakes.stripe_api import FakeStripe
+from tests.support.auth import API_TOKEN_ENV, AUTH
 from tests.support.live_server import serve_app, wait_until
 
 SECRET = "whsec_flow_test"
 DEFAULT_TRIGGERS = sorted({t for w in default_workflows() for t in w.trigger.events})
+SEMANTIC_IDS = frozenset(w.id for w in semantic_workflows())
 
 
 @dataclass
@@ -83,6 +87,11 @@ def _settings(tmp_path: Path, cio: FakeCustomerIO, **extra: str) -> Settings:
         "STRIPE_WEBHOOK_SECRET": SECRET,
         "BILLBRIDGE_RETRY_SCHEDULE": "0.2",
         "CUSTOMERIO_TIMEOUT": "2",
+        "BILLBRIDGE_VAR_DIR": str(tmp_path / "var"),
+        # One v1 call per delivery unless a test asks for batching: the exact requests
+        # are easiest to read that way.
+        "BILLBRIDGE_TRACK_BATCHING": "off",
+        **API_TOKEN_ENV,
         **cio.settings_env(),
         **extra,
     }
@@ -90,9 +99,16 @@ def _settings(tmp_path: Path, cio: FakeCustomerIO, **extra: str) -> Settings:
 
 
 @pytest.fixture
-def running(tmp_path: Path, cio: FakeCustomerIO, stripe_api: FakeStripe) -> Iterator[Running]:
+def running(
+    request: pytest.FixtureRequest, tmp_path: Path, cio: FakeCustomerIO, stripe_api: FakeStripe
+) -> Iterator[Running]:
+    """The app with its worker; `indirect` parametrization picks BILLBRIDGE_TRACK_BATCHING."""
     settings = _settings(
-        tmp_path, cio, STRIPE_API_KEY=stripe_api.api_key, STRIPE_API_BASE=stripe_api.base_url
+        tmp_path,
+        cio,
+        STRIPE_API_KEY=stripe_api.api_key,
+        STRIPE_API_BASE=stripe_api.base_url,
+        BILLBRIDGE_TRACK_BATCHING=getattr(request, "param", "off"),
     )
     app = create_app(settings, run_worker=True)
     with serve_app(app) as url:
@@ -100,6 +116,8 @@ def running(tmp_path: Path, cio: FakeCustomerIO, stripe_api: FakeStripe) -> Iter
 
 
 def _expected(running: Running, event: dict[str, Any], detail: EventDetail) -> list[CioRequest]:
+    """What each delivery that was sent must have sent (skipped ones plan a Skip), with the
+    billing profile and changes as they are now (nothing newer arrived since)."""
     services = running.services
     person = services.resolver.resolve(event)
     assert isinstance(person, Person)
@@ -107,30 +125,45 @@ def _expected(running: Running, event: dict[str, Any], detail: EventDetail) -> l
     for delivery in detail.deliveries:
         workflow = services.catalog.get(delivery.workflow_id)
         assert workflow is not None
-        request = plan_action(workflow, delivery.action_index, event, person)
+        extra = billing_context(services.store, workflow, delivery.action_index, event, person)
+        request = plan_action(
+            workflow,
+            delivery.action_index,
+            event,
+            person,
+            profile=extra.profile,
+            changes=extra.changes,
+        )
+        if delivery.status == "skipped":
+            assert isinstance(request, Skip), request
+            continue
         assert isinstance(request, CioRequest)
         planned.append(request)
     return planned
 
 
 def _received(cio: FakeCustomerIO, request: CioRequest, after: int = 0) -> list[dict[str, Any]]:
-    return [
-        r
-        for r in cio.requests
-        if r["seq"] > after
-        and r["method"] == request.method
-        and r["path"] == request.path
-        and r["body"] == request.body
-        and r["status"] == 200
-    ]
+    """Each time Customer.io accepted `request`: as itself, or as its operation in a batch."""
+    operation = to_batch_operation(request)
+    found: list[dict[str, Any]] = []
+    for r in cio.requests:
+        if r["seq"] <= after or r["status"] != 200:
+            continue
+        if (r["method"], r["path"], r["body"]) == (request.method, request.path, request.body):
+            found.append(r)
+        elif r["path"] == "/api/v2/batch" and operation is not None:
+            found.extend(r for op in r["body"]["batch"] if op == operation)
+    return found
 
 
+@pytest.mark.parametrize("running", ["off", "auto"], indirect=True)
 @pytest.mark.parametrize("event_type", DEFAULT_TRIGGERS)
 def test_every_default_trigger_reaches_customerio_exactly_as_planned(
     running: Running, event_type: str
 ) -> None:
-    """Each default trigger's sample becomes exactly the planned Customer.io calls, once each,
-    with the email found even when the event does not carry it (local customers table)."""
+    """Each default trigger's sample becomes exactly the planned Customer.io calls, once each
+    (one v1 call per delivery, or the same calls as Track v2 batch operations), with the
+    email found even when the event does not carry it (local customers table)."""
     customer_id, email = "cus_FlowTest0001", "flow.tester@example.com"
     known = sample_event("customer.created", customer_id=customer_id, email=email)
     running.post_event(known)
@@ -145,7 +178,14 @@ def test_every_default_trigger_reaches_customerio_exactly_as_planned(
     running.post_event(event)
     detail = running.wait_final(event["id"])
     assert detail.deliveries, f"no default workflow matched {event_type}"
-    assert [d.status for d in detail.deliveries] == ["succeeded"] * len(detail.deliveries)
+    # Semantic-event workflows and the customer.deleted policy (keep) skip when they have
+    # nothing to do; everything else is sent.
+    for delivery in detail.deliveries:
+        optional = delivery.workflow_id in SEMANTIC_IDS or delivery.action_type == (
+            "customer_deleted_policy"
+        )
+        allowed = {"succeeded", "skipped"} if optional else {"succeeded"}
+        assert delivery.status in allowed, delivery
     for request in _expected(running, event, detail):
         assert len(_received(running.cio, request, after)) == 1, request.summary()
         if request.body and "email" in request.body:
@@ -164,6 +204,7 @@ def test_duplicate_webhook_gives_one_customerio_event(running: Running) -> None:
     assert names[0]["name"] == "payment_failed"
 
 
+@pytest.mark.parametrize("running", ["off", "auto"], indirect=True)
 def test_outage_then_recovery_loses_nothing(running: Running) -> None:
     """While Customer.io answers 503 deliveries retry; after it recovers all arrive once."""
     running.cio.set_outage(True)
@@ -178,13 +219,17 @@ def test_outage_then_recovery_loses_nothing(running: Running) -> None:
             d.status == "retrying" and d.attempt_count >= 2
             for e in events
             for d in running.event(e["id"]).deliveries
+            if d.workflow_id not in SEMANTIC_IDS
         ),
         timeout=20,
     )
     running.cio.set_outage(False)
     for event in events:
         detail = running.wait_final(event["id"])
-        assert {d.status for d in detail.deliveries} == {"succeeded"}
+        # payment-recovered skips: these invoices never failed.
+        assert {d.status for d in detail.deliveries if d.workflow_id not in SEMANTIC_IDS} == {
+            "succeeded"
+        }
         attempts = detail.deliveries[0].attempts
         assert [a.response_status for a in attempts][:2] == [503, 503]
         assert attempts[-1].outcome == "succeeded"
@@ -194,7 +239,7 @@ def test_outage_then_recovery_loses_nothing(running: Running) -> None:
 
 def test_retry_after_is_honoured(running: Running) -> None:
     """A 429 with Retry-After: 1 is retried no sooner than one second later."""
-    running.cio.fail_next(429, retry_after=1, path_prefix="/api/v1/customers")
+    running.cio.fail_next(429, retry_after=1, path_prefix="/api/v1/customers/cus_Slow/events")
     event = sample_event("charge.succeeded", customer_id="cus_Slow", email="slow@example.com")
     running.post_event(event)
     detail = running.wait_final(event["id"])
@@ -206,7 +251,9 @@ def test_retry_after_is_honoured(running: Running) -> None:
 def test_terminal_error_fails_at_once_and_replay_fixes_it(running: Running) -> None:
     """A 400 fails without retrying, keeps the reason; a replay through the API succeeds."""
     running.cio.fail_next(
-        400, path_prefix="/api/v1/customers", body={"meta": {"errors": ["name is required"]}}
+        400,
+        path_prefix="/api/v1/customers/cus_Bad/events",
+        body={"meta": {"errors": ["name is required"]}},
     )
     event = sample_event("charge.refunded", customer_id="cus_Bad", email="bad@example.com")
     running.post_event(event)
@@ -215,7 +262,9 @@ def test_terminal_error_fails_at_once_and_replay_fixes_it(running: Running) -> N
     assert delivery.status == "failed"
     assert len(delivery.attempts) == 1
     assert "name is required" in (delivery.last_error or "")
-    response = httpx.post(f"{running.url}/api/events/{event['id']}/replay", timeout=10)
+    response = httpx.post(
+        f"{running.url}/api/events/{event['id']}/replay", headers=AUTH, timeout=10
+    )
     assert response.status_code == 200, response.text
     detail = running.wait_final(event["id"])
     assert detail.deliveries[0].status == "succeeded"
@@ -243,6 +292,8 @@ def test_dry_run_without_credentials_records_the_request(tmp_path: Path) -> None
         STRIPE_WEBHOOK_SECRET=SECRET,
         CUSTOMERIO_SITE_ID="",
         CUSTOMERIO_TRACK_API_KEY="",
+        BILLBRIDGE_VAR_DIR=str(tmp_path / "var"),
+        **API_TOKEN_ENV,
     )
     assert settings.dry_run
     app = create_app(settings, run_worker=True)
@@ -269,7 +320,7 @@ def test_test_mode_events_can_be_ignored(tmp_path: Path, cio: FakeCustomerIO) ->
         event = sample_event("charge.succeeded", livemode=False, customer_id="cus_T")
         assert run.post_event(event).json()["deliveries"] == 0
         live = sample_event("charge.succeeded", livemode=True, customer_id="cus_L", email="l@x.io")
-        assert run.post_event(live).json()["deliveries"] == 1
+        assert run.post_event(live).json()["deliveries"] == 2  # the event, then the profile
         assert run.event(event["id"]).summary.status == "ignored"
 
 
@@ -296,7 +347,7 @@ def test_send_timeout_is_not_retried_blindly_and_sent_email_needs_force(
     app = create_app(settings)
     with serve_app(app) as url:
         run = Running(url, app.state.services, cio)
-        created = httpx.post(url + "/api/workflows", json=SEND_WORKFLOW, timeout=10)
+        created = httpx.post(url + "/api/workflows", json=SEND_WORKFLOW, headers=AUTH, timeout=10)
         assert created.status_code == 201, created.text
         cio.delay_next(1.5, path_prefix="/v1/send/email")
         event = sample_event("invoice.paid", customer_id="cus_Send", email="send@example.com")
@@ -308,17 +359,21 @@ def test_send_timeout_is_not_retried_blindly_and_sent_email_needs_force(
         assert "replay with force" in (send.last_error or "")
         wait_until(lambda: len(cio.sends) == 1)  # the slow send did happen, once
 
-        replay = httpx.post(f"{url}/api/events/{event['id']}/replay", timeout=10)
+        replay = httpx.post(f"{url}/api/events/{event['id']}/replay", headers=AUTH, timeout=10)
         assert replay.status_code == 200
         run.wait_final(event["id"])
         assert len(cio.sends) == 2  # the user chose to send again
 
-        again = httpx.post(f"{url}/api/events/{event['id']}/replay", timeout=10).json()
+        again = httpx.post(
+            f"{url}/api/events/{event['id']}/replay", headers=AUTH, timeout=10
+        ).json()
         assert send.delivery_id in again["skipped_sent"]
         run.wait_final(event["id"])
         assert len(cio.sends) == 2  # sent once already: not without force
 
-        forced = httpx.post(f"{url}/api/events/{event['id']}/replay?force=true", timeout=10)
+        forced = httpx.post(
+            f"{url}/api/events/{event['id']}/replay?force=true", headers=AUTH, timeout=10
+        )
         assert send.delivery_id in forced.json()["replayed"]
         wait_until(lambda: len(cio.sends) == 3)
 
@@ -354,7 +409,8 @@ def test_health_readiness_and_metrics(running: Running) -> None:
     text = metrics.text
     assert "billbridge_queue_depth 0.0" in text
     assert "billbridge_oldest_pending_age_seconds 0.0" in text
-    assert 'billbridge_deliveries{status="succeeded"} 1.0' in text
-    assert 'billbridge_attempts{outcome="succeeded"} 1.0' in text
+    # payment_succeeded, then the billing-profile identify
+    assert 'billbridge_deliveries{status="succeeded"} 2.0' in text
+    assert 'billbridge_attempts{outcome="succeeded"} 2.0' in text
     assert 'billbridge_ingest_duration_seconds_count{status="200"} 1.0' in text
     assert "whsec_" not in text

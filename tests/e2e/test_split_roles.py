@@ -84,14 +84,26 @@ def test_two_workers_share_the_queue_without_double_claims(
                 timeout=60,
                 interval=0.2,
             )
-            counts = Counter(r["path"] for r in cio.requests)
-            assert all(count == 1 for count in counts.values())
+            counts = Counter(e["data"]["stripe_event_id"] for e in cio.events)
+            assert all(counts[event_id] == 1 for event_id in ids)
             store = open_store(database_url)
             try:
+
+                def all_final() -> bool:
+                    return all(
+                        d.status == "succeeded"
+                        for event_id in ids
+                        for d in store.get_event(event_id).deliveries  # type: ignore[union-attr]
+                    )
+
+                # Each event also runs its billing-profile identify.
+                wait_until(all_final, timeout=60, interval=0.2)
                 for event_id in ids:
                     detail = store.get_event(event_id)
                     assert detail is not None
-                    assert [len(d.attempts) for d in detail.deliveries] == [1]
+                    # Never claimed twice: one attempt per delivery, whichever worker took it.
+                    assert [len(d.attempts) for d in detail.deliveries] == [1, 1]
+                    assert cio.person(f"cus_Split{ids.index(event_id)}") is not None
             finally:
                 store.close()
         finally:

@@ -12,6 +12,7 @@ newest-first lists with `limit` / `starting_after` / `ending_before` / `has_more
 from __future__ import annotations
 
 import asyncio
+import collections
 import secrets
 import socket
 import threading
@@ -97,7 +98,14 @@ class FakeStripe:
         self.subscriptions: dict[str, dict[str, Any]] = {}
         self.events: dict[str, dict[str, Any]] = {}
         self.webhook_endpoints: dict[str, dict[str, Any]] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self.disputes: dict[str, dict[str, Any]] = {}
         self.livemode = False
+        self.rate_limit: float | None = None  # requests per second; more in 1 s -> 429
+        self._recent: collections.deque[float] = collections.deque()
+        self._list_cache: dict[tuple[Any, ...], tuple[int, list[dict[str, Any]], dict[str, int]]]
+        self._list_cache = {}
         self._seq = 0
         self._order: dict[str, int] = {}  # object id -> insertion sequence (tie-breaker)
         self._faults: list[_Fault] = []
@@ -146,8 +154,14 @@ class FakeStripe:
             self.subscriptions.clear()
             self.events.clear()
             self.webhook_endpoints.clear()
+            self.refunds.clear()
+            self.invoices.clear()
+            self.disputes.clear()
             self._order.clear()
             self._faults.clear()
+            self._list_cache.clear()
+            self._recent.clear()
+            self.rate_limit = None
             self.livemode = False
 
     def __enter__(self) -> FakeStripe:
@@ -159,7 +173,7 @@ class FakeStripe:
     # Seeding ------------------------------------------------------------------------------
 
     def _remember(self, object_id: str) -> None:
-        self._seq += 1
+        self._seq += 1  # also the version the list cache checks
         self._order[object_id] = self._seq
 
     def add_customer(
@@ -212,6 +226,7 @@ class FakeStripe:
     def delete_customer(self, customer_id: str) -> None:
         """Delete it: the API then answers the deleted stub."""
         with self._lock:
+            self._seq += 1
             self.customers[customer_id] = {
                 "id": customer_id,
                 "object": "customer",
@@ -273,6 +288,23 @@ class FakeStripe:
             self._remember(subscription["id"])
         return subscription
 
+    def add_object(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store any supported object (customer, subscription, charge, refund, invoice,
+        dispute, event) under its `object` kind, as given."""
+        table = {
+            "customer": self.customers,
+            "subscription": self.subscriptions,
+            "charge": self.charges,
+            "refund": self.refunds,
+            "invoice": self.invoices,
+            "dispute": self.disputes,
+            "event": self.events,
+        }[obj["object"]]
+        with self._lock:
+            table[obj["id"]] = obj
+            self._remember(obj["id"])
+        return obj
+
     def add_event(self, event: dict[str, Any]) -> dict[str, Any]:
         """Store an Event (e.g. from `sample_event`); lists order by `created`, newest first."""
         with self._lock:
@@ -315,7 +347,14 @@ class FakeStripe:
             Route("/v1/balance", self._balance, methods=["GET"]),
             Route("/v1/customers", self._list_customers, methods=["GET"]),
             Route("/v1/customers/{id}", self._get_customer, methods=["GET"]),
+            Route("/v1/charges", self._list_charges, methods=["GET"]),
             Route("/v1/charges/{id}", self._get_charge, methods=["GET"]),
+            Route("/v1/refunds", self._list_refunds, methods=["GET"]),
+            Route("/v1/refunds/{id}", self._get_refund, methods=["GET"]),
+            Route("/v1/disputes", self._list_disputes, methods=["GET"]),
+            Route("/v1/disputes/{id}", self._get_dispute, methods=["GET"]),
+            Route("/v1/invoices", self._list_invoices, methods=["GET"]),
+            Route("/v1/invoices/{id}", self._get_invoice, methods=["GET"]),
             Route("/v1/subscriptions", self._list_subscriptions, methods=["GET"]),
             Route("/v1/subscriptions/{id}", self._get_subscription, methods=["GET"]),
             Route("/v1/events", self._list_events, methods=["GET"]),
@@ -363,6 +402,8 @@ class FakeStripe:
                     return {"type": "http.request", "body": body, "more_body": False}
 
                 response: Response | None = fake._authenticate(recorded.headers)
+                if response is None and fault is None and fake._over_rate():
+                    fault = _Fault(429, 1, None)
                 if response is None and fault is not None:
                     if fault.delay:
                         await asyncio.sleep(fault.delay)
@@ -374,6 +415,17 @@ class FakeStripe:
                 await self.inner(scope, replay, send)
 
         return _Gate(app)  # type: ignore[return-value]
+
+    def _over_rate(self) -> bool:
+        """True when more than `rate_limit` requests arrived in the last second."""
+        if self.rate_limit is None:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            self._recent.append(now)
+            while self._recent and self._recent[0] <= now - 1.0:
+                self._recent.popleft()
+            return len(self._recent) > self.rate_limit
 
     def _take_fault(self, path: str) -> _Fault | None:
         for fault in self._faults:
@@ -439,6 +491,42 @@ class FakeStripe:
     async def _get_charge(self, request: Request) -> Response:
         return self._get(self.charges, "charge", request.path_params["id"])
 
+    async def _get_refund(self, request: Request) -> Response:
+        return self._get(self.refunds, "refund", request.path_params["id"])
+
+    async def _get_invoice(self, request: Request) -> Response:
+        return self._get(self.invoices, "invoice", request.path_params["id"])
+
+    async def _get_dispute(self, request: Request) -> Response:
+        return self._get(self.disputes, "dispute", request.path_params["id"])
+
+    def _filtered(
+        self, request: Request, table: dict[str, dict[str, Any]], url: str, *keys: str
+    ) -> Response:
+        """A list of `table` filtered by equality on the query parameters in `keys`."""
+        wanted = {k: request.query_params[k] for k in keys if k in request.query_params}
+
+        def build() -> list[dict[str, Any]]:
+            with self._lock:
+                items = list(table.values())
+            return [o for o in items if all(o.get(k) == v for k, v in wanted.items())]
+
+        return self._list(request, build, url, cache_key=(url, *sorted(wanted.items())))
+
+    async def _list_charges(self, request: Request) -> Response:
+        return self._filtered(request, self.charges, "/v1/charges", "customer", "payment_intent")
+
+    async def _list_refunds(self, request: Request) -> Response:
+        return self._filtered(request, self.refunds, "/v1/refunds", "charge", "payment_intent")
+
+    async def _list_disputes(self, request: Request) -> Response:
+        return self._filtered(request, self.disputes, "/v1/disputes", "charge", "payment_intent")
+
+    async def _list_invoices(self, request: Request) -> Response:
+        return self._filtered(
+            request, self.invoices, "/v1/invoices", "customer", "subscription", "status"
+        )
+
     async def _get_subscription(self, request: Request) -> Response:
         return self._get(self.subscriptions, "subscription", request.path_params["id"])
 
@@ -458,7 +546,7 @@ class FakeStripe:
         email = request.query_params.get("email")
         if email is not None:
             items = [c for c in items if c.get("email") == email]
-        return self._list(request, items, "/v1/customers")
+        return self._list(request, lambda: items, "/v1/customers", cache_key=("cus", email))
 
     async def _list_subscriptions(self, request: Request) -> Response:
         with self._lock:
@@ -471,7 +559,8 @@ class FakeStripe:
             items = [s for s in items if s.get("status") != "canceled"]
         elif status != "all":
             items = [s for s in items if s.get("status") == status]
-        return self._list(request, items, "/v1/subscriptions")
+        key = ("sub", customer, status)
+        return self._list(request, lambda: items, "/v1/subscriptions", cache_key=key)
 
     async def _list_events(self, request: Request) -> Response:
         params = request.query_params
@@ -494,7 +583,9 @@ class FakeStripe:
         }
         for op, value in bounds.items():
             items = [e for e in items if checks[op](e["created"], value)]
-        types = params.getlist("types[]")
+        types = params.getlist("types[]") or [
+            value for key, value in params.multi_items() if key.startswith("types[")
+        ]
         event_type = params.get("type")
         if types and event_type:
             return _error(
@@ -514,9 +605,18 @@ class FakeStripe:
         if delivery_success is not None:
             wanted = delivery_success == "true"
             items = [e for e in items if (e.get("pending_webhooks", 0) == 0) == wanted]
-        return self._list(request, items, "/v1/events")
+        return self._list(request, lambda: items, "/v1/events")
 
-    def _list(self, request: Request, items: list[dict[str, Any]], url: str) -> Response:
+    def _list(
+        self,
+        request: Request,
+        build: Any,
+        url: str,
+        *,
+        cache_key: tuple[Any, ...] | None = None,
+    ) -> Response:
+        """A Stripe list page of `build()`'s items (sorted lists are cached by `cache_key`
+        until the fake's data changes, so paging through 10,000s of objects stays cheap)."""
         params = request.query_params
         try:
             limit = int(params.get("limit", "10"))
@@ -529,28 +629,36 @@ class FakeStripe:
                 f"to {LIST_LIMIT_MAX}.",
                 param="limit",
             )
-        # Newest first; equal `created` keeps the later-added object first.
-        items = sorted(
-            items,
-            key=lambda o: (o.get("created", 0), self._order.get(o["id"], 0)),
-            reverse=True,
-        )
-        ids = [o["id"] for o in items]
         starting_after = params.get("starting_after")
         ending_before = params.get("ending_before")
+        # Only a continuation page reuses the order its first page computed.
+        continuing = cache_key is not None and (starting_after or ending_before)
+        cached = self._list_cache.get(cache_key) if continuing and cache_key else None
+        if cached is not None and cached[0] == self._seq:
+            _, items, positions = cached
+        else:
+            # Newest first; equal `created` keeps the later-added object first.
+            items = sorted(
+                build(),
+                key=lambda o: (o.get("created", 0), self._order.get(o["id"], 0)),
+                reverse=True,
+            )
+            positions = {o["id"]: index for index, o in enumerate(items)}
+            if cache_key is not None:
+                self._list_cache[cache_key] = (self._seq, items, positions)
         if starting_after and ending_before:
             return _error(
                 400, "You may only specify one of these parameters: ending_before, starting_after."
             )
         if starting_after:
-            if starting_after not in ids:
+            if starting_after not in positions:
                 return _missing(url.rsplit("/", 1)[-1].rstrip("s"), starting_after)
-            rest = items[ids.index(starting_after) + 1 :]
+            rest = items[positions[starting_after] + 1 :]
             page, has_more = rest[:limit], len(rest) > limit
         elif ending_before:
-            if ending_before not in ids:
+            if ending_before not in positions:
                 return _missing(url.rsplit("/", 1)[-1].rstrip("s"), ending_before)
-            before = items[: ids.index(ending_before)]
+            before = items[: positions[ending_before]]
             page, has_more = before[-limit:], len(before) > limit
         else:
             page, has_more = items[:limit], len(items) > limit
@@ -560,7 +668,7 @@ class FakeStripe:
         if request.method == "GET":
             with self._lock:
                 items = [self._public_endpoint(e) for e in self.webhook_endpoints.values()]
-            return self._list(request, items, "/v1/webhook_endpoints")
+            return self._list(request, lambda: items, "/v1/webhook_endpoints")
         form: list[tuple[str, str]] = request.scope["state"]["form"]
         values = dict(form)
         url = values.get("url")

@@ -18,6 +18,7 @@ from billbridge.store.base import Store
 from billbridge.store.records import AttemptRecord
 from billbridge.stripe.samples import sample_event
 from billbridge.stripe.signature import sign_payload
+from tests.support.auth import API_TOKEN_ENV, AUTH
 
 SECRET = "whsec_api_test_secret"
 
@@ -78,10 +79,13 @@ class Api:
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
     settings = Settings(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'api.db'}", STRIPE_WEBHOOK_SECRET=SECRET
+        DATABASE_URL=f"sqlite:///{tmp_path / 'api.db'}",
+        STRIPE_WEBHOOK_SECRET=SECRET,
+        BILLBRIDGE_VAR_DIR=str(tmp_path / "var"),
+        **API_TOKEN_ENV,
     )
     app = create_app(settings, run_worker=False)
-    with TestClient(app) as client:
+    with TestClient(app, headers=AUTH) as client:
         yield Api(client, app.state.services.store)
 
 
@@ -368,7 +372,8 @@ def test_workflow_test_defaults_to_a_sample_and_accepts_a_stored_event(api: Api)
     """Without a body the sample is of the first trigger type; a stored event id works too."""
     default = api.client.post("/api/workflows/payment-failed/test").json()
     assert default["event"]["type"] == "charge.failed"
-    assert [step["status"] for step in default["requests"]] == ["planned"]
+    # payment_failed, then the billing-profile identify
+    assert [step["status"] for step in default["requests"]] == ["planned", "planned"]
     stored = _event("charge.failed", customer_id="cus_stored")
     api.webhook(stored)
     response = api.client.post(
@@ -397,7 +402,7 @@ def test_workflow_test_errors(api: Api) -> None:
     steps = api.client.post("/api/workflows/payment-failed/test", json={"event": anonymous}).json()[
         "requests"
     ]
-    assert [step["status"] for step in steps] == ["skipped"]
+    assert [step["status"] for step in steps] == ["skipped", "skipped"]
     assert "no Stripe customer" in steps[0]["reason"]
 
 

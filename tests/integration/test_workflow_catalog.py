@@ -90,14 +90,16 @@ def test_deliveries_for_one_per_action_of_each_matching_workflow(store: Store) -
     catalog = WorkflowCatalog(store)
     catalog.ensure_defaults()
     assert catalog.deliveries_for("charge.failed", livemode=True) == [
-        NewDelivery(workflow_id="payment-failed", action_index=0, action_type="track_event")
+        NewDelivery(workflow_id="payment-failed", action_index=0, action_type="track_event"),
+        NewDelivery(workflow_id="payment-failed", action_index=1, action_type="identify"),
     ]
     assert catalog.deliveries_for("customer.created", livemode=False) == [
         NewDelivery(workflow_id="customer-created", action_index=0, action_type="identify"),
         NewDelivery(workflow_id="customer-created", action_index=1, action_type="track_event"),
     ]
     assert catalog.deliveries_for("charge.succeeded", livemode=False) == [
-        NewDelivery(workflow_id="payment-succeeded", action_index=0, action_type="track_event")
+        NewDelivery(workflow_id="payment-succeeded", action_index=0, action_type="track_event"),
+        NewDelivery(workflow_id="payment-succeeded", action_index=1, action_type="identify"),
     ]
     assert catalog.deliveries_for("account.updated", livemode=True) == []
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from billbridge.billing.profile import profile_from_state
+from billbridge.billing.projection import state_of_objects
 from billbridge.customerio.requests import CioRequest
 from billbridge.ids import deterministic_ulid
 from billbridge.workflows.defaults import default_workflows
@@ -306,8 +308,8 @@ EVENTS: dict[str, dict[str, Any]] = {
 # What each default action must send for the events above ------------------------------------
 
 _BASE = {"stripe_event_id": EVENT_ID, "livemode": False}
+# Identify bodies: email and stripe_customer_id, then the billing profile (SPEC §4).
 _SUB_ATTRIBUTES = {
-    "email": EMAIL,
     "stripe_customer_id": CUS,
     "subscription_id": SUB,
     "subscription_status": "active",
@@ -315,9 +317,25 @@ _SUB_ATTRIBUTES = {
     "plan_product_id": "prod_QPro",
     "plan_interval": "month",
     "plan_amount": 2900,
+    "mrr": 2900,
     "currency": "usd",
     "current_period_end": PERIOD_END,
     "cancel_at_period_end": False,
+}
+_CUSTOMER_ATTRIBUTES = {
+    "name": "Jane Doe",
+    "created_at": CUSTOMER_CREATED,
+    "currency": "usd",
+    "delinquent": False,
+}
+_PAID_ATTRIBUTES = {
+    "total_spent": 2900,
+    "payments_count": 1,
+    "first_payment_at": CREATED,
+    "last_payment_at": CREATED,
+    "failed_payments_count": 0,
+    "disputes_count": 0,
+    "currency": "usd",
 }
 _SUB_DATA = {
     "status": "active",
@@ -357,24 +375,13 @@ _INVOICE_DATA = {
 EXPECTED: dict[str, tuple[str, dict[str, Any] | None, str | None, dict[str, Any] | None]] = {
     "customer.created": (
         "customer-created",
-        {
-            "email": EMAIL,
-            "stripe_customer_id": CUS,
-            "name": "Jane Doe",
-            "created_at": CUSTOMER_CREATED,
-        },
+        _CUSTOMER_ATTRIBUTES,
         "customer_created",
         {"email": EMAIL, "name": "Jane Doe", "created": CUSTOMER_CREATED, "currency": "usd"},
     ),
     "customer.updated": (
         "customer-updated",
-        {
-            "email": EMAIL,
-            "stripe_customer_id": CUS,
-            "name": "Jane Doe",
-            "created_at": CUSTOMER_CREATED,
-            "delinquent": True,
-        },
+        {**_CUSTOMER_ATTRIBUTES, "delinquent": True},
         None,
         None,
     ),
@@ -398,7 +405,7 @@ EXPECTED: dict[str, tuple[str, dict[str, Any] | None, str | None, dict[str, Any]
     ),
     "customer.subscription.deleted": (
         "subscription-canceled",
-        {**_SUB_ATTRIBUTES, "subscription_status": "canceled", "canceled_at": CREATED},
+        {**_SUB_ATTRIBUTES, "subscription_status": "canceled", "canceled_at": CREATED, "mrr": 0},
         "subscription_canceled",
         {
             **_SUB_DATA,
@@ -409,10 +416,17 @@ EXPECTED: dict[str, tuple[str, dict[str, Any] | None, str | None, dict[str, Any]
             "cancellation_feedback": "too_expensive",
         },
     ),
-    "charge.succeeded": ("payment-succeeded", None, "payment_succeeded", _CHARGE_DATA),
+    "charge.succeeded": ("payment-succeeded", _PAID_ATTRIBUTES, "payment_succeeded", _CHARGE_DATA),
     "charge.failed": (
         "payment-failed",
-        None,
+        {
+            "total_spent": 0,
+            "payments_count": 0,
+            "failed_payments_count": 1,
+            "last_payment_failed_at": CREATED,
+            "disputes_count": 0,
+            "currency": "usd",
+        },
         "payment_failed",
         {
             "amount": 2900,
@@ -429,13 +443,13 @@ EXPECTED: dict[str, tuple[str, dict[str, Any] | None, str | None, dict[str, Any]
     ),
     "charge.refunded": (
         "charge-refunded",
-        None,
+        {**_PAID_ATTRIBUTES, "total_spent": 0},
         "charge_refunded",
         {**_CHARGE_DATA, "amount_refunded": 2900, "refunded": True, "previous_amount_refunded": 0},
     ),
     "payment_intent.canceled": (
         "payment-intent-canceled",
-        None,
+        {},
         "payment_intent_canceled",
         {
             "amount": 2900,
@@ -447,7 +461,7 @@ EXPECTED: dict[str, tuple[str, dict[str, Any] | None, str | None, dict[str, Any]
     ),
     "charge.dispute.created": (
         "dispute-created",
-        None,
+        {"disputes_count": 1},
         "dispute_created",
         {
             "amount": 2900,
@@ -461,7 +475,7 @@ EXPECTED: dict[str, tuple[str, dict[str, Any] | None, str | None, dict[str, Any]
     ),
     "checkout.session.completed": (
         "checkout-completed",
-        {"email": EMAIL, "stripe_customer_id": CUS, "name": "Jane Doe"},
+        {"name": "Jane Doe"},
         "checkout_completed",
         {
             "mode": "subscription",
@@ -476,13 +490,13 @@ EXPECTED: dict[str, tuple[str, dict[str, Any] | None, str | None, dict[str, Any]
     ),
     "invoice.paid": (
         "invoice-paid",
-        None,
+        {},
         "invoice_paid",
         {**_INVOICE_DATA, "status": "paid", "amount_paid": 2900, "amount_remaining": 0},
     ),
     "invoice.payment_failed": (
         "invoice-payment-failed",
-        None,
+        {},
         "invoice_payment_failed",
         {
             **_INVOICE_DATA,
@@ -494,17 +508,45 @@ EXPECTED: dict[str, tuple[str, dict[str, Any] | None, str | None, dict[str, Any]
     ),
 }
 
-DEFAULTS = {workflow.trigger.events[0]: workflow for workflow in default_workflows()}
+# One default per SPEC §4 table row; the semantic-event defaults (filtered) are tested in
+# tests/integration/test_semantic_events.py.
+DEFAULTS = {
+    workflow.trigger.events[0]: workflow
+    for workflow in default_workflows()
+    if workflow.filter is None
+}
+# Defaults whose profile identify follows the event (the event keeps action index 0).
+PROFILE_AFTER = frozenset(
+    {
+        "charge.succeeded",
+        "charge.failed",
+        "charge.refunded",
+        "payment_intent.canceled",
+        "charge.dispute.created",
+        "invoice.paid",
+        "invoice.payment_failed",
+    }
+)
 
 
-def _expected_requests(event_type: str) -> list[CioRequest]:
+def _profile(event: dict[str, Any]) -> dict[str, Any]:
+    """The billing profile a projection holding only this event's object gives Jane."""
+    state = state_of_objects([event["data"]["object"]], watermark=event["created"])
+    return profile_from_state(CUS, state)
+
+
+def _expected_requests(event_type: str) -> list[CioRequest | Skip]:
     workflow_id, attributes, name, data = EXPECTED[event_type]
     obj = EVENTS[event_type]["data"]["object"]
-    requests: list[CioRequest] = []
-    if attributes is not None:
-        requests.append(
-            CioRequest(api="track", method="PUT", path=f"/api/v1/customers/{CUS}", body=attributes)
-        )
+    requests: list[CioRequest | Skip] = []
+    identify = CioRequest(
+        api="track",
+        method="PUT",
+        path=f"/api/v1/customers/{CUS}",
+        body={"email": EMAIL, "stripe_customer_id": CUS, **(attributes or {})},
+    )
+    if attributes is not None and event_type not in PROFILE_AFTER:
+        requests.append(identify)
     if name is not None and data is not None:
         body = {
             "name": name,
@@ -516,6 +558,12 @@ def _expected_requests(event_type: str) -> list[CioRequest]:
             CioRequest(
                 api="track", method="POST", path=f"/api/v1/customers/{CUS}/events", body=body
             )
+        )
+    if event_type in PROFILE_AFTER:
+        requests.append(identify)
+    if event_type == "customer.deleted":
+        requests.append(
+            Skip("BILLBRIDGE_CUSTOMER_DELETED_POLICY is keep: the person and attributes stay")
         )
     return requests
 
@@ -538,6 +586,12 @@ def test_the_defaults_are_the_spec_table() -> None:
         "checkout-completed",
         "invoice-paid",
         "invoice-payment-failed",
+        "subscription-upgraded",
+        "subscription-downgraded",
+        "subscription-cancel-scheduled",
+        "subscription-reactivated",
+        "trial-will-end",
+        "payment-recovered",
     ]
     for event_type, workflow in DEFAULTS.items():
         assert workflow.id == EXPECTED[event_type][0]
@@ -551,7 +605,10 @@ def test_default_workflow_plans_exact_requests(event_type: str) -> None:
     """Each action of each default workflow plans exactly the documented request."""
     workflow = DEFAULTS[event_type]
     event = EVENTS[event_type]
-    planned = [plan_action(workflow, index, event, JANE) for index in range(len(workflow.actions))]
+    planned = [
+        plan_action(workflow, index, event, JANE, profile=_profile(event))
+        for index in range(len(workflow.actions))
+    ]
     assert planned == _expected_requests(event_type)
 
 
@@ -571,7 +628,9 @@ def test_legacy_subscription_period_end_falls_back_to_the_top_level() -> None:
     del sub["items"]["data"][0]["current_period_end"]
     sub["current_period_end"] = 1_770_000_000
     event = _event("customer.subscription.created", sub)
-    request = plan_action(DEFAULTS["customer.subscription.created"], 0, event, JANE)
+    request = plan_action(
+        DEFAULTS["customer.subscription.created"], 0, event, JANE, profile=_profile(event)
+    )
     assert isinstance(request, CioRequest)
     assert request.body is not None
     assert request.body["current_period_end"] == 1_770_000_000
@@ -874,6 +933,8 @@ def test_every_default_plans_over_the_shared_samples() -> None:
             event_type, event_id="evt_sample", created=CREATED, customer_id=CUS, email=EMAIL
         )
         for index, action in enumerate(workflow.actions):
+            if action.type == "customer_deleted_policy":
+                continue  # keep (the default): nothing to send
             request = plan_action(workflow, index, event, JANE)
             assert isinstance(request, CioRequest), (workflow.id, index)
             assert request.body is not None

@@ -18,6 +18,7 @@ import email.utils
 import json
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -157,31 +158,17 @@ class CustomerIOClient:
     """
 
     def __init__(
-        self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        credentials: Callable[[], Settings] | None = None,
     ) -> None:
+        # `credentials` gives the current effective settings (environment over what was
+        # saved in the dashboard), so new credentials apply without a restart.
+        self._credentials = credentials or (lambda: settings)
         self._settings = settings
-        self._track_url = settings.track_base_url
-        self._app_url = settings.app_base_url
-        self._track_auth: str | None = None
-        if settings.customerio_site_id and settings.customerio_track_api_key:
-            pair = f"{settings.customerio_site_id}:"
-            pair += settings.customerio_track_api_key.get_secret_value()
-            self._track_auth = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        self._app_auth: str | None = None
-        if settings.customerio_app_api_key:
-            self._app_auth = "Bearer " + settings.customerio_app_api_key.get_secret_value()
-        self._secrets = [
-            secret
-            for secret in (
-                settings.customerio_track_api_key.get_secret_value()
-                if settings.customerio_track_api_key
-                else "",
-                settings.customerio_app_api_key.get_secret_value()
-                if settings.customerio_app_api_key
-                else "",
-            )
-            if secret
-        ]
+        self._configure(settings)
         timeout = settings.customerio_timeout
         self._http = httpx.AsyncClient(
             transport=transport,
@@ -198,6 +185,33 @@ class CustomerIOClient:
                 "Accept": "application/json",
             },
         )
+
+    def _configure(self, settings: Settings) -> None:
+        self._settings = settings
+        self._track_url = settings.track_base_url
+        self._app_url = settings.app_base_url
+        self._track_auth: str | None = None
+        if settings.customerio_site_id and settings.customerio_track_api_key:
+            pair = f"{settings.customerio_site_id}:"
+            pair += settings.customerio_track_api_key.get_secret_value()
+            self._track_auth = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        self._app_auth: str | None = None
+        if settings.customerio_app_api_key:
+            self._app_auth = "Bearer " + settings.customerio_app_api_key.get_secret_value()
+        keys = (settings.customerio_track_api_key, settings.customerio_app_api_key)
+        self._secrets = [key.get_secret_value() for key in keys if key is not None]
+
+    def _current(self) -> None:
+        """Pick up credentials changed since the last call (cheap when unchanged)."""
+        settings = self._credentials()
+        if settings is not self._settings:
+            self._configure(settings)
+
+    @property
+    def dry_run(self) -> bool:
+        """No Track credentials right now: requests are computed and recorded, not sent."""
+        self._current()
+        return self._settings.dry_run
 
     async def __aenter__(self) -> CustomerIOClient:
         return self
@@ -273,6 +287,7 @@ class CustomerIOClient:
     # Internals ------------------------------------------------------------------------
 
     def _target(self, api: CioApi) -> tuple[str, str]:
+        self._current()
         if api == "track":
             if self._track_auth is None:
                 raise TerminalDeliveryError(

@@ -1,6 +1,14 @@
-"""DeliveryExecutor: takes one claimed delivery from start to a recorded outcome.
+"""DeliveryExecutor: takes claimed deliveries from start to recorded outcomes, in batches.
 
-The order of decisions, each recorded as the delivery's status:
+Three phases per batch of claims, so the costs that do not depend on the number of
+deliveries are paid once per batch, not once per delivery:
+
+    decide   (one worker thread)  workflow, test-mode policy, person, filter, plan
+    send     (event loop)         Track person calls of several deliveries as ONE
+                                  `POST /api/v2/batch`; anything else one call each
+    record   (one store write)    every outcome and attempt in one transaction
+
+The order of decisions for one delivery, each recorded as its status:
 
     workflow gone or changed  -> skipped
     test-mode event, policy   -> skipped (ignore) / computed but not sent (dry_run)
@@ -18,16 +26,21 @@ The order of decisions, each recorded as the delivery's status:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import structlog
 
+from billbridge.billing.context import billing_context, deleted_policy_skip
 from billbridge.config import Settings
 from billbridge.customerio.client import CustomerIOClient
 from billbridge.customerio.requests import CioRequest
+from billbridge.customerio.v2 import to_batch_operation
 from billbridge.delivery.retry import RetryPolicy
 from billbridge.errors import (
     AmbiguousSendError,
@@ -39,7 +52,13 @@ from billbridge.errors import (
 from billbridge.identity import IdentityResolver, Unresolved
 from billbridge.observability import Metrics
 from billbridge.store.base import Store
-from billbridge.store.records import AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryStatus
+from billbridge.store.records import (
+    AttemptOutcome,
+    AttemptRecord,
+    ClaimedDelivery,
+    Completion,
+    DeliveryStatus,
+)
 from billbridge.workflows.catalog import WorkflowCatalog
 from billbridge.workflows.planner import Skip, plan_action
 from billbridge.workflows.templates import TemplateError
@@ -47,6 +66,16 @@ from billbridge.workflows.templates import TemplateError
 log = structlog.get_logger("billbridge.delivery")
 
 _BODY_KEEP = 2048  # bytes of a Customer.io answer kept with the attempt
+MAX_BATCH_OPERATIONS = 100  # person operations per `POST /api/v2/batch`
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A delivery planned and cleared to be sent."""
+
+    claim: ClaimedDelivery
+    request: CioRequest
+    started: float
 
 
 class DeliveryExecutor:
@@ -72,61 +101,80 @@ class DeliveryExecutor:
         self._metrics = metrics
 
     async def run(self, claim: ClaimedDelivery) -> DeliveryStatus:
-        """Attempt the delivery once and record what happened. Never raises."""
+        """Attempt one delivery and record what happened. Never raises."""
+        [completion] = await self.run_many([claim])
+        return completion.status or "retrying"
+
+    async def run_many(self, claims: Sequence[ClaimedDelivery]) -> list[Completion]:
+        """Attempt each delivery once and record every outcome. Never raises."""
+        decided = await anyio.to_thread.run_sync(self._decide_all, claims)
+        done = [item for item in decided if isinstance(item, Completion)]
+        ready = [item for item in decided if isinstance(item, _Ready)]
+        if ready:
+            done.extend(await self._send_all(ready))
+        await self._record(done)
+        return done
+
+    # Decide -------------------------------------------------------------------------------
+
+    def _decide_all(self, claims: Sequence[ClaimedDelivery]) -> list[Completion | _Ready]:
+        return [self._decide_safely(claim) for claim in claims]
+
+    def _decide_safely(self, claim: ClaimedDelivery) -> Completion | _Ready:
+        started = time.time()
         structlog.contextvars.bind_contextvars(
-            stripe_event_id=claim.stripe_event_id,
-            delivery_id=claim.delivery_id,
-            workflow=claim.workflow_id,
+            stripe_event_id=claim.stripe_event_id, delivery_id=claim.delivery_id
         )
         try:
-            return await self._run(claim)
+            return self._decide(claim, started)
         except Exception as exc:  # a bug must not kill the worker or lose the delivery
             log.exception("delivery crashed; it will be retried", error_type=type(exc).__name__)
             error = RetryableDeliveryError(f"internal error: {type(exc).__name__}")
-            return await self._retry_or_fail(
-                claim, error, self._attempt("retryable_error", None, time.time(), error=str(error))
-            )
+            attempt = _attempt("retryable_error", None, started, error=str(error))
+            return self._retry_or_fail(claim, error, attempt)
         finally:
-            structlog.contextvars.unbind_contextvars("stripe_event_id", "delivery_id", "workflow")
+            structlog.contextvars.unbind_contextvars("stripe_event_id", "delivery_id")
 
-    async def _run(self, claim: ClaimedDelivery) -> DeliveryStatus:
-        started = time.time()
-        workflow = await anyio.to_thread.run_sync(self._catalog.get, claim.workflow_id)
+    def _decide(self, claim: ClaimedDelivery, started: float) -> Completion | _Ready:
+        workflow = self._catalog.get(claim.workflow_id)
         if workflow is None:
-            return await self._finish(
-                claim, "skipped", f"workflow {claim.workflow_id!r} no longer exists"
-            )
+            return _skip(claim, started, f"workflow {claim.workflow_id!r} no longer exists")
         if claim.action_index >= len(workflow.actions) or (
             workflow.actions[claim.action_index].type != claim.action_type
         ):
-            return await self._finish(
+            return _skip(
                 claim,
-                "skipped",
+                started,
                 f"workflow {claim.workflow_id!r} changed: action {claim.action_index} "
                 f"is no longer a {claim.action_type!r}",
             )
-        dry_run = self._settings.dry_run
+        no_credentials = self._cio.dry_run  # credentials may be saved in the dashboard
+        dry_run = no_credentials
         if not claim.livemode:
             if self._settings.test_mode_events == "ignore":
-                return await self._finish(
+                return _skip(
                     claim,
-                    "skipped",
+                    started,
                     "test-mode events are ignored (BILLBRIDGE_TEST_MODE_EVENTS=ignore)",
                 )
             dry_run = dry_run or self._settings.test_mode_events == "dry_run"
 
         event: dict[str, Any] = json.loads(claim.payload)
         try:
-            person = await anyio.to_thread.run_sync(self._resolver.resolve, event)
+            person = self._resolver.resolve(event)
         except StripeAPIError as exc:
             if not exc.retryable:
                 raise
             error = RetryableDeliveryError(f"could not look the customer up in Stripe: {exc}")
-            attempt = self._attempt("retryable_error", None, started, error=str(error))
-            return await self._retry_or_fail(claim, error, attempt)
+            attempt = _attempt("retryable_error", None, started, error=str(error))
+            return self._retry_or_fail(claim, error, attempt)
         if isinstance(person, Unresolved):
-            return await self._finish(claim, "skipped", person.reason)
-
+            return _skip(claim, started, person.reason)
+        policy = self._settings.customer_deleted_policy
+        deleted_reason = deleted_policy_skip(workflow, claim.action_index, event, person, policy)
+        if deleted_reason is not None:
+            return _skip(claim, started, deleted_reason)
+        extra = billing_context(self._store, workflow, claim.action_index, event, person)
         try:
             planned = plan_action(
                 workflow,
@@ -134,50 +182,73 @@ class DeliveryExecutor:
                 event,
                 person,
                 identifier_mode=self._settings.identifier,
+                profile=extra.profile,
+                changes=extra.changes,
+                deleted_policy=policy,
             )
         except TemplateError as exc:
-            attempt = self._attempt("terminal_error", None, started, error=str(exc))
-            return await self._complete(claim, "failed", attempt, str(exc))
+            attempt = _attempt("terminal_error", None, started, error=str(exc))
+            return _done(claim, "failed", attempt, str(exc))
         if isinstance(planned, Skip):
-            return await self._finish(claim, "skipped", planned.reason)
+            return _skip(claim, started, planned.reason)
 
         if dry_run:
             reason = (
                 "dry run: Customer.io credentials are not configured"
-                if self._settings.dry_run
+                if no_credentials
                 else "dry run: test-mode event (BILLBRIDGE_TEST_MODE_EVENTS=dry_run)"
             )
-            attempt = self._attempt("dry_run", planned, started, error=reason)
-            return await self._complete(claim, "dry_run", attempt, reason)
+            return _done(claim, "dry_run", _attempt("dry_run", planned, started), reason)
         if not planned.idempotent and claim.sent_ok and not claim.force:
             reason = "already sent once; replay with force to send it again"
-            attempt = self._attempt("skipped", planned, started, error=reason)
-            return await self._complete(claim, "skipped", attempt, reason)
-        return await self._send(claim, planned, started)
+            attempt = _attempt("skipped", planned, started, error=reason)
+            return _done(claim, "skipped", attempt, reason)
+        return _Ready(claim, planned, started)
 
-    async def _send(
-        self, claim: ClaimedDelivery, request: CioRequest, started: float
-    ) -> DeliveryStatus:
+    # Send ---------------------------------------------------------------------------------
+
+    async def _send_all(self, ready: list[_Ready]) -> list[Completion]:
+        """Person calls of several deliveries go out as v2 batches; the rest one by one."""
+        batched: list[tuple[_Ready, dict[str, Any]]] = []
+        single: list[_Ready] = []
+        batching = self._settings.track_batching == "auto" and len(ready) > 1
+        for item in ready:
+            operation = to_batch_operation(item.request) if batching else None
+            if operation is None:
+                single.append(item)
+            else:
+                batched.append((item, operation))
+        if len(batched) == 1:
+            single.append(batched.pop()[0])
+        jobs = [self._send_one(item) for item in single]
+        jobs.extend(
+            self._send_batch(batched[start : start + MAX_BATCH_OPERATIONS])
+            for start in range(0, len(batched), MAX_BATCH_OPERATIONS)
+        )
+        results = await asyncio.gather(*jobs)
+        return [completion for group in results for completion in group]
+
+    async def _send_one(self, item: _Ready) -> list[Completion]:
+        claim, request, started = item.claim, item.request, item.started
         try:
             response = await self._cio.send(request)
         except AmbiguousSendError as exc:
             if self._settings.transactional_timeout_policy == "retry":
-                return await self._retry_or_fail(
-                    claim, exc, self._attempt("unknown", request, started, exc)
-                )
+                return [self._retry_or_fail(claim, exc, _attempt("unknown", request, started, exc))]
             reason = (
                 f"{exc}. Customer.io may or may not have sent it, so it is not retried "
                 "automatically; check the message log in Customer.io and replay with force "
                 "to send it again"
             )
-            attempt = self._attempt("unknown", request, started, exc, error=reason)
-            return await self._complete(claim, "failed", attempt, reason)
+            attempt = _attempt("unknown", request, started, exc, error=reason)
+            return [_done(claim, "failed", attempt, reason)]
         except TerminalDeliveryError as exc:
-            attempt = self._attempt("terminal_error", request, started, exc)
-            return await self._complete(claim, "failed", attempt, str(exc))
+            attempt = _attempt("terminal_error", request, started, exc)
+            return [_done(claim, "failed", attempt, str(exc))]
         except DeliveryError as exc:
-            attempt = self._attempt("retryable_error", request, started, exc)
-            return await self._retry_or_fail(claim, exc, attempt)
+            return [
+                self._retry_or_fail(claim, exc, _attempt("retryable_error", request, started, exc))
+            ]
         self._metrics.attempt_duration.observe(response.duration_ms / 1000)
         attempt = AttemptRecord(
             outcome="succeeded",
@@ -187,13 +258,59 @@ class DeliveryExecutor:
             response_status=response.status_code,
             response_body=response.body[:_BODY_KEEP],
         )
-        return await self._complete(
-            claim, "succeeded", attempt, None, sent_ok=True if not request.idempotent else None
-        )
+        sent_ok = True if not request.idempotent else None
+        return [_done(claim, "succeeded", attempt, None, sent_ok=sent_ok)]
 
-    async def _retry_or_fail(
+    async def _send_batch(self, items: list[tuple[_Ready, dict[str, Any]]]) -> list[Completion]:
+        """One `POST /api/v2/batch` for several deliveries; each keeps its own outcome."""
+        operations = [operation for _, operation in items]
+        started = time.time()
+        try:
+            result = await self._cio.batch(operations)
+        except TerminalDeliveryError:
+            # The whole request was refused (400, 401, ...): send each delivery on its own so
+            # that one bad operation cannot fail the others, and each gets its own reason.
+            groups = await asyncio.gather(*(self._send_one(item) for item, _ in items))
+            return [completion for group in groups for completion in group]
+        except DeliveryError as exc:
+            completions = []
+            for item, operation in items:
+                attempt = _batch_attempt(
+                    "retryable_error",
+                    operation,
+                    len(items),
+                    started,
+                    status=exc.status_code,
+                    error=str(exc),
+                )
+                completions.append(self._retry_or_fail(item.claim, exc, attempt))
+            return completions
+        duration_ms = (time.time() - started) * 1000
+        self._metrics.attempt_duration.observe(duration_ms / 1000)
+        refused = {error.index: error for error in result.errors}
+        completions = []
+        for index, (item, operation) in enumerate(items):
+            error = refused.get(index)
+            if error is None:
+                attempt = _batch_attempt(
+                    "succeeded", operation, len(items), started, status=200, error=None
+                )
+                completions.append(_done(item.claim, "succeeded", attempt, None))
+                continue
+            reason = f"Customer.io refused the operation: {error.reason}"
+            if error.field:
+                reason += f" ({error.field})"
+            attempt = _batch_attempt(
+                "terminal_error", operation, len(items), started, status=207, error=reason
+            )
+            completions.append(_done(item.claim, "failed", attempt, reason))
+        return completions
+
+    # Record -------------------------------------------------------------------------------
+
+    def _retry_or_fail(
         self, claim: ClaimedDelivery, error: DeliveryError, attempt: AttemptRecord
-    ) -> DeliveryStatus:
+    ) -> Completion:
         decision = self._policy.decide(
             error,
             attempts_made=claim.attempt_count + 1,
@@ -201,68 +318,101 @@ class DeliveryExecutor:
             deadline=claim.deadline_at,
         )
         if not decision.retry:
-            return await self._complete(claim, "failed", attempt, decision.reason)
-        self._metrics.attempts.labels(attempt.outcome).inc()
-        owned = await anyio.to_thread.run_sync(
-            lambda: self._store.reschedule(
-                claim.delivery_id, claim.claim_id, decision.delay, attempt, error=str(error)
-            )
-        )
-        log.warning(
-            "delivery will be retried",
-            retry_in_seconds=round(decision.delay, 1),
+            return _done(claim, "failed", attempt, decision.reason)
+        return Completion(
+            delivery_id=claim.delivery_id,
+            claim_id=claim.claim_id,
+            status=None,
+            attempt=attempt,
             error=str(error),
-            owned=owned,
+            retry_in=decision.delay,
         )
-        return "retrying"
 
-    async def _finish(
-        self, claim: ClaimedDelivery, status: DeliveryStatus, reason: str
-    ) -> DeliveryStatus:
-        """Complete without calling Customer.io (skipped); the reason is kept as an attempt."""
-        attempt = self._attempt("skipped", None, time.time(), error=reason)
-        return await self._complete(claim, status, attempt, reason)
+    async def _record(self, completions: list[Completion]) -> None:
+        if not completions:
+            return
+        owned = await anyio.to_thread.run_sync(self._store.finish_many, completions)
+        for completion, still_owned in zip(completions, owned, strict=True):
+            self._metrics.attempts.labels(completion.attempt.outcome).inc()
+            fields = {"delivery_id": completion.delivery_id, "reason": completion.error}
+            if not still_owned:
+                log.warning("lease lost before completion; the new owner decides", **fields)
+            elif completion.status is None:
+                log.warning(
+                    "delivery will be retried",
+                    retry_in_seconds=round(completion.retry_in or 0, 1),
+                    **fields,
+                )
+            elif completion.status == "failed":
+                log.error("delivery failed", **fields)
+            else:
+                log.debug("delivery finished", status=completion.status, **fields)
 
-    async def _complete(
-        self,
-        claim: ClaimedDelivery,
-        status: DeliveryStatus,
-        attempt: AttemptRecord,
-        error: str | None,
-        *,
-        sent_ok: bool | None = None,
-    ) -> DeliveryStatus:
-        self._metrics.attempts.labels(attempt.outcome).inc()
-        owned = await anyio.to_thread.run_sync(
-            lambda: self._store.complete(
-                claim.delivery_id, claim.claim_id, status, attempt, error=error, sent_ok=sent_ok
-            )
-        )
-        if not owned:
-            log.warning("lease lost before completion; the new owner decides", status=status)
-        elif status == "failed":
-            log.error("delivery failed", reason=error)
-        else:
-            log.info("delivery finished", status=status, reason=error)
-        return status
 
-    @staticmethod
-    def _attempt(
-        outcome: AttemptOutcome,
-        request: CioRequest | None,
-        started: float,
-        exc: DeliveryError | None = None,
-        *,
-        error: str | None = None,
-    ) -> AttemptRecord:
-        return AttemptRecord(
-            outcome=outcome,
-            started_at=started,
-            duration_ms=(time.time() - started) * 1000,
-            request=request.summary() if request is not None else None,
-            response_status=exc.status_code if exc is not None else None,
-            response_body=(exc.response_body or "")[:_BODY_KEEP]
-            if exc is not None and exc.response_body
-            else None,
-            error=error if error is not None else (str(exc) if exc is not None else None),
-        )
+def _done(
+    claim: ClaimedDelivery,
+    status: DeliveryStatus,
+    attempt: AttemptRecord,
+    error: str | None,
+    *,
+    sent_ok: bool | None = None,
+) -> Completion:
+    return Completion(
+        delivery_id=claim.delivery_id,
+        claim_id=claim.claim_id,
+        status=status,
+        attempt=attempt,
+        error=error,
+        sent_ok=sent_ok,
+    )
+
+
+def _skip(claim: ClaimedDelivery, started: float, reason: str) -> Completion:
+    """Finished without calling Customer.io; the reason is kept as an attempt."""
+    return _done(claim, "skipped", _attempt("skipped", None, started, error=reason), reason)
+
+
+def _attempt(
+    outcome: AttemptOutcome,
+    request: CioRequest | None,
+    started: float,
+    exc: DeliveryError | None = None,
+    *,
+    error: str | None = None,
+) -> AttemptRecord:
+    body = exc.response_body if exc is not None else None
+    return AttemptRecord(
+        outcome=outcome,
+        started_at=started,
+        duration_ms=(time.time() - started) * 1000,
+        request=request.summary() if request is not None else None,
+        response_status=exc.status_code if exc is not None else None,
+        response_body=body[:_BODY_KEEP] if body else None,
+        error=error if error is not None else (str(exc) if exc is not None else None),
+    )
+
+
+def _batch_attempt(
+    outcome: AttemptOutcome,
+    operation: dict[str, Any],
+    batch_size: int,
+    started: float,
+    *,
+    status: int | None,
+    error: str | None,
+) -> AttemptRecord:
+    """The attempt of one delivery sent inside a v2 batch: its own operation, the batch size."""
+    return AttemptRecord(
+        outcome=outcome,
+        started_at=started,
+        duration_ms=(time.time() - started) * 1000,
+        request={
+            "api": "track",
+            "method": "POST",
+            "path": "/api/v2/batch",
+            "operation": operation,
+            "batch_size": batch_size,
+        },
+        response_status=status,
+        error=error,
+    )

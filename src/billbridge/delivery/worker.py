@@ -1,6 +1,6 @@
-"""Worker: claims due deliveries under a lease and runs them, at most `concurrency` at once.
+"""Worker: claims due deliveries in batches under a lease; at most `concurrency` in flight.
 
-    worker = Worker(store, executor, concurrency=16, lease_seconds=60)
+    worker = Worker(store, executor, concurrency=64, lease_seconds=60)
     await worker.run(stop_event)      # returns after stop_event is set and work drained
 
 It sleeps on the store's wake-up (`wait_for_work`: an in-process signal on SQLite,
@@ -19,6 +19,7 @@ import uuid
 import anyio
 import structlog
 
+from billbridge.alerts.monitor import start_alert_monitor
 from billbridge.config import Settings
 from billbridge.delivery.executor import DeliveryExecutor
 from billbridge.services import Services, build_services
@@ -29,14 +30,19 @@ log = structlog.get_logger("billbridge.worker")
 
 
 class Worker:
-    """The claim loop of one process."""
+    """The claim loop of one process.
+
+    Claims come in batches: when at least a quarter of the `concurrency` slots are free
+    (or nothing runs), the worker claims up to the free count at once and hands the batch
+    to `DeliveryExecutor.run_many`, which decides, sends and records it as a group.
+    """
 
     def __init__(
         self,
         store: Store,
         executor: DeliveryExecutor,
         *,
-        concurrency: int = 16,
+        concurrency: int = 64,
         lease_seconds: float = 60.0,
         poll_interval: float = 0.5,  # seconds between polls when nothing wakes us
         drain_timeout: float = 10.0,  # seconds to let running deliveries finish on stop
@@ -44,41 +50,50 @@ class Worker:
         self._store = store
         self._executor = executor
         self._concurrency = concurrency
+        self._refill_at = max(1, concurrency // 4)
         self._lease_seconds = lease_seconds
         self._poll_interval = poll_interval
         self._drain_timeout = drain_timeout
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._running: set[asyncio.Task[object]] = set()
+        self._in_flight = 0  # deliveries claimed and not yet recorded
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run deliveries until `stop` is set; then let running ones finish."""
         log.info("worker started", worker_id=self.worker_id, concurrency=self._concurrency)
         try:
             while not stop.is_set():
-                free = self._concurrency - len(self._running)
-                claims: list[ClaimedDelivery] = []
-                if free > 0:
-                    try:
-                        claims = await anyio.to_thread.run_sync(
-                            self._store.claim_due, self.worker_id, free, self._lease_seconds
-                        )
-                    except Exception as exc:  # the database may be down for a while
-                        log.warning("could not claim deliveries", error_type=type(exc).__name__)
-                        await self._pause(stop, self._poll_interval * 4)
-                        continue
-                for claim in claims:
-                    task: asyncio.Task[object] = asyncio.create_task(self._executor.run(claim))
-                    self._running.add(task)
-                    task.add_done_callback(self._running.discard)
-                if claims:
-                    continue
-                if free <= 0:
+                free = self._concurrency - self._in_flight
+                if free < self._refill_at and self._running:
                     await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    claims = await anyio.to_thread.run_sync(
+                        self._store.claim_due, self.worker_id, free, self._lease_seconds
+                    )
+                except Exception as exc:  # the database may be down for a while
+                    log.warning("could not claim deliveries", error_type=type(exc).__name__)
+                    await self._pause(stop, self._poll_interval * 4)
+                    continue
+                if claims:
+                    self._start(claims)
                     continue
                 await self._wait_for_work(stop)
         finally:
             await self._drain()
             log.info("worker stopped", worker_id=self.worker_id)
+
+    def _start(self, claims: list[ClaimedDelivery]) -> None:
+        count = len(claims)
+        self._in_flight += count
+        task: asyncio.Task[object] = asyncio.create_task(self._executor.run_many(claims))
+
+        def finished(done: asyncio.Task[object]) -> None:
+            self._in_flight -= count
+            self._running.discard(done)
+
+        self._running.add(task)
+        task.add_done_callback(finished)
 
     async def _wait_for_work(self, stop: asyncio.Event) -> None:
         """Sleep until the store signals new work, a running delivery ends, or the poll
@@ -122,9 +137,12 @@ def run_worker_process(settings: Settings, concurrency: int | None = None) -> No
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        alerts = start_alert_monitor(services, stop)
         try:
             await build_worker(services, concurrency=concurrency).run(stop)
         finally:
+            stop.set()
+            await alerts
             await services.aclose()
 
     asyncio.run(main())

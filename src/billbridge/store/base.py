@@ -11,20 +11,32 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
+
 from billbridge.store.records import (
     AttemptRecord,
     ClaimedDelivery,
+    Completion,
     CustomerRecord,
     DeliveryStatus,
     EventDetail,
     EventFilter,
     EventSummary,
+    HourlyVolume,
     IngestResult,
     NewDelivery,
     NewEvent,
     StoreStats,
     WorkflowRecord,
 )
+from billbridge.store.records_access import (
+    AlertStateRecord,
+    ApiTokenRecord,
+    FailedDeliveries,
+    SessionRecord,
+    UserRecord,
+)
+from billbridge.store.records_billing import BillingRow, BillingState
 
 
 class Store(ABC):
@@ -62,13 +74,30 @@ class Store(ABC):
         deliveries: Sequence[NewDelivery],
         customer: CustomerRecord | None = None,
         retry_window: float = 259_200.0,
+        billing: Sequence[BillingRow] = (),
     ) -> IngestResult:
         """Store the event, its deliveries and (optionally) the customer snapshot atomically.
+
+        `billing` rows (the event's objects for the billing projection) are applied in the
+        same transaction, under the ordering guard, only when the event is new.
 
         A duplicate `stripe_event_id` changes nothing and returns `inserted=False`.
         Deliveries get `deadline_at = now + retry_window`. Raises StoreUnavailableError
         when the database cannot take the write; then nothing is stored. Durable on return.
         """
+
+    async def ingest_async(
+        self,
+        event: NewEvent,
+        deliveries: Sequence[NewDelivery],
+        customer: CustomerRecord | None = None,
+        retry_window: float = 259_200.0,
+        billing: Sequence[BillingRow] = (),
+    ) -> IngestResult:
+        """`ingest` for the event loop: the same transaction, awaited without blocking."""
+        return await anyio.to_thread.run_sync(
+            lambda: self.ingest(event, deliveries, customer, retry_window, billing)
+        )
 
     # The queue ----------------------------------------------------------------------------
 
@@ -105,6 +134,12 @@ class Store(ABC):
         error: str | None = None,
     ) -> bool:
         """Mark the delivery `retrying`, due `delay_seconds` from now; append the attempt."""
+
+    @abstractmethod
+    def finish_many(self, completions: Sequence[Completion]) -> list[bool]:
+        """Record several attempts at once, in one transaction: each completion with a
+        status acts like `complete`, one without like `reschedule` after `retry_in`.
+        Returns, for each, whether its claim still owned the delivery."""
 
     @abstractmethod
     def extend_lease(self, delivery_id: int, claim_id: str, lease_seconds: float) -> bool:
@@ -157,6 +192,11 @@ class Store(ABC):
     def stats(self) -> StoreStats:
         """Numbers for /metrics and the overview."""
 
+    @abstractmethod
+    def hourly_volume(self, hours: int = 24) -> list[HourlyVolume]:
+        """Events received per hour over the last `hours` hours (the current one last,
+        empty hours included) with their deliveries by outcome, for the overview chart."""
+
     # Customers ----------------------------------------------------------------------------
 
     @abstractmethod
@@ -165,6 +205,22 @@ class Store(ABC):
 
     @abstractmethod
     def get_customer(self, stripe_customer_id: str) -> CustomerRecord | None: ...
+
+    # Billing projection -------------------------------------------------------------------
+
+    @abstractmethod
+    def apply_billing(self, rows: Sequence[BillingRow]) -> bool:
+        """Upsert each row unless the stored one has an order_key at least as great (the
+        ordering guard); sticky flags and a missing customer id are filled in anyway.
+        Returns whether anything changed."""
+
+    @abstractmethod
+    def billing_state(self, customer_id: str) -> BillingState:
+        """Every projected object of the customer (refunds and disputes via its charges too)."""
+
+    @abstractmethod
+    def get_billing_object(self, kind: str, stripe_id: str) -> dict[str, Any] | None:
+        """One projected object's columns (`kind` is Stripe's object word), or None."""
 
     # Workflows ----------------------------------------------------------------------------
 
@@ -190,3 +246,77 @@ class Store(ABC):
 
     @abstractmethod
     def set_meta(self, key: str, value: str) -> None: ...
+
+    # Access (users, sessions, API tokens) -------------------------------------------------
+
+    @abstractmethod
+    def save_user(self, username: str, password_hash: str) -> UserRecord:
+        """Create the user, or set a new password hash if it exists."""
+
+    @abstractmethod
+    def get_user(self, username: str) -> UserRecord | None: ...
+
+    @abstractmethod
+    def count_users(self) -> int: ...
+
+    @abstractmethod
+    def create_session(
+        self, token_hash: str, user_id: int, csrf_token: str, lifetime: float
+    ) -> None:
+        """A session expiring `lifetime` seconds from now; drops expired sessions."""
+
+    @abstractmethod
+    def get_session(self, token_hash: str) -> SessionRecord | None:
+        """The unexpired session with that token hash, with its user."""
+
+    @abstractmethod
+    def delete_session(self, token_hash: str) -> None: ...
+
+    @abstractmethod
+    def delete_user_sessions(self, user_id: int) -> int:
+        """Log the user out everywhere (after a password change); returns how many."""
+
+    @abstractmethod
+    def create_api_token(self, name: str, token_hash: str, prefix: str) -> ApiTokenRecord: ...
+
+    @abstractmethod
+    def list_api_tokens(self) -> list[ApiTokenRecord]:
+        """All tokens, revoked ones included, oldest first."""
+
+    @abstractmethod
+    def find_api_token(self, token_hash: str) -> ApiTokenRecord | None:
+        """The unrevoked token with that hash (and note its use), or None."""
+
+    @abstractmethod
+    def revoke_api_token(self, token_id: int) -> bool:
+        """Revoke; False when no such unrevoked token."""
+
+    # Credentials and alerts (values arrive encrypted) -------------------------------------
+
+    @abstractmethod
+    def get_credentials(self) -> dict[str, str]:
+        """Every stored connection's ciphertext, by name."""
+
+    @abstractmethod
+    def save_credential(self, name: str, ciphertext: str | None) -> None:
+        """Store (or with None delete) one connection's ciphertext."""
+
+    @abstractmethod
+    def get_alert_settings(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def save_alert_settings(self, key: str, ciphertext: str) -> None: ...
+
+    @abstractmethod
+    def get_alert_state(self, name: str) -> AlertStateRecord | None: ...
+
+    @abstractmethod
+    def claim_alert(
+        self, name: str, expected_last_sent: float | None, watermark: float, sent_at: float
+    ) -> bool:
+        """Record a send if `last_sent_at` is still `expected_last_sent` (compare-and-set,
+        so that two workers never both send); creates the row on first use."""
+
+    @abstractmethod
+    def failed_since(self, watermark: float) -> FailedDeliveries:
+        """Deliveries now `failed` whose last change is after `watermark`."""

@@ -22,6 +22,7 @@ from billbridge.store.records import (
     EventSource,
     EventStatus,
     EventSummary,
+    HourlyVolume,
     StoreStats,
     WorkflowRecord,
 )
@@ -109,6 +110,8 @@ def event_conditions(event_filter: EventFilter) -> list[sa.ColumnElement[bool]]:
                 events.c.email == event_filter.customer,
             )
         )
+    if event_filter.email:
+        conditions.append(events.c.email == event_filter.email)
     if event_filter.since is not None:
         conditions.append(events.c.received_at >= event_filter.since)
     if event_filter.until is not None:
@@ -298,6 +301,60 @@ def load_stats(conn: Connection, now: float) -> StoreStats:
         events_total=int(events_total),
         last_event_received_at=None if last_received is None else float(last_received),
     )
+
+
+HOUR = 3600.0  # seconds
+
+
+def first_event_id_since(conn: Connection, since: float) -> int | None:
+    """The smallest event row id received at or after `since`, found by binary search on
+    the primary key (ids grow in received order; `received_at` has no index), or None."""
+    low, high = conn.execute(sa.select(sa.func.min(events.c.id), sa.func.max(events.c.id))).one()
+    if high is None:
+        return None
+    lo, hi = int(low), int(high) + 1  # the answer is in [lo, hi); hi = none
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = conn.execute(
+            sa.select(events.c.id, events.c.received_at)
+            .where(events.c.id >= mid)
+            .order_by(events.c.id)
+            .limit(1)
+        ).first()
+        if row is None or float(row.received_at) >= since:
+            hi = mid
+        else:
+            lo = int(row.id) + 1
+    return lo if lo <= int(high) else None
+
+
+def load_hourly_volume(conn: Connection, now: float, hours: int) -> list[HourlyVolume]:
+    """`hours` buckets, oldest first, the last one holding the current hour."""
+    current = now - now % HOUR
+    start = current - (hours - 1) * HOUR
+    counts: dict[float, list[int]] = {start + i * HOUR: [0, 0, 0, 0] for i in range(hours)}
+    first_id = first_event_id_since(conn, start)
+    if first_id is not None:
+        rows = conn.execute(
+            sa.select(events.c.id, events.c.received_at, deliveries.c.status)
+            .select_from(events.outerjoin(deliveries, deliveries.c.event_id == events.c.id))
+            .where(events.c.id >= first_id, events.c.received_at >= start)
+        )
+        seen: set[int] = set()
+        for row in rows:
+            bucket = counts.get(float(row.received_at) - float(row.received_at) % HOUR)
+            if bucket is None:  # received "in the future" by a skewed clock
+                continue
+            if int(row.id) not in seen:
+                seen.add(int(row.id))
+                bucket[0] += 1
+            if row.status in ("succeeded", "dry_run"):
+                bucket[1] += 1
+            elif row.status == "failed":
+                bucket[2] += 1
+            elif row.status is not None:
+                bucket[3] += 1
+    return [HourlyVolume(hour, *values) for hour, values in counts.items()]
 
 
 def customer_record(row: DbRow) -> CustomerRecord:

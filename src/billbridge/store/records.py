@@ -114,6 +114,19 @@ class AttemptRecord:
 
 
 @dataclass(frozen=True)
+class Completion:
+    """What one attempt of a claimed delivery came to, ready to be recorded."""
+
+    delivery_id: int
+    claim_id: str
+    status: DeliveryStatus | None  # a final status, or None: retry after `retry_in`
+    attempt: AttemptRecord
+    error: str | None = None
+    sent_ok: bool | None = None  # True: a non-idempotent call got its 2xx
+    retry_in: float | None = None  # seconds, when status is None
+
+
+@dataclass(frozen=True)
 class AttemptView:
     attempt_id: int
     delivery_id: int
@@ -174,6 +187,7 @@ class EventFilter:
     type: str | None = None
     status: EventStatus | None = None
     customer: str | None = None  # a Stripe customer id or an email
+    email: str | None = None  # exactly this email
     since: float | None = None  # received_at >= since (Unix seconds)
     until: float | None = None
 
@@ -187,6 +201,17 @@ class WorkflowRecord:
     version: int
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True)
+class HourlyVolume:
+    """Events received in one hour and what became of their deliveries (for the overview)."""
+
+    hour_start: float  # Unix seconds, a multiple of 3600
+    events: int
+    succeeded: int  # deliveries succeeded (or dry_run)
+    failed: int  # deliveries failed
+    other: int  # deliveries pending, retrying or skipped
 
 
 @dataclass(frozen=True)

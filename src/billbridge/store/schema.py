@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from billbridge.store import tables
+import billbridge.store.tables_billing  # noqa: F401 - registers its tables
+from billbridge.store import (
+    tables,
+    tables_access,  # noqa: F401 - registers its tables
+)
 
 metadata = tables.metadata
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -27,23 +28,27 @@ from sqlalchemy.engine import Connection, Engine
 
 from billbridge.errors import StoreUnavailableError
 from billbridge.store import queries
-from billbridge.store.base import Store
 from billbridge.store.records import (
     DUE_STATUSES,
     FINAL_STATUSES,
     AttemptRecord,
     ClaimedDelivery,
+    Completion,
     CustomerRecord,
     DeliveryStatus,
     EventDetail,
     EventFilter,
     EventSummary,
+    HourlyVolume,
     IngestResult,
     NewDelivery,
     NewEvent,
     StoreStats,
     WorkflowRecord,
 )
+from billbridge.store.records_billing import BillingRow
+from billbridge.store.sql_access import SqlAccessMixin
+from billbridge.store.sql_billing import SqlBillingMixin
 from billbridge.store.tables import attempts, customers, deliveries, events, meta, workflows
 
 T = TypeVar("T")
@@ -121,7 +126,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class SqlStore(Store):
+class SqlStore(SqlAccessMixin, SqlBillingMixin):
     """Store over SQLAlchemy Core; subclasses provide transactions and dialect details."""
 
     def __init__(self, engine: Engine) -> None:
@@ -163,6 +168,10 @@ class SqlStore(Store):
     @abstractmethod
     def _write(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` in a write transaction, durable when this returns."""
+
+    async def _write_async(self, fn: Callable[[Connection], T]) -> T:
+        """`_write` for async callers (a worker thread here; SQLite waits on its writer)."""
+        return await anyio.to_thread.run_sync(self._write, fn)
 
     @abstractmethod
     def _insert(self, table: sa.Table) -> Insert:
@@ -216,10 +225,39 @@ class SqlStore(Store):
         deliveries: Sequence[NewDelivery],
         customer: CustomerRecord | None = None,
         retry_window: float = 259_200.0,
+        billing: Sequence[BillingRow] = (),
     ) -> IngestResult:
-        result = self._write(
-            lambda conn: self._ingest_tx(conn, event, deliveries, customer, retry_window)
-        )
+        job = self._ingest_job(event, deliveries, customer, retry_window, billing)
+        return self._ingested(self._write(job), deliveries)
+
+    async def ingest_async(
+        self,
+        event: NewEvent,
+        deliveries: Sequence[NewDelivery],
+        customer: CustomerRecord | None = None,
+        retry_window: float = 259_200.0,
+        billing: Sequence[BillingRow] = (),
+    ) -> IngestResult:
+        job = self._ingest_job(event, deliveries, customer, retry_window, billing)
+        return self._ingested(await self._write_async(job), deliveries)
+
+    def _ingest_job(
+        self,
+        event: NewEvent,
+        deliveries: Sequence[NewDelivery],
+        customer: CustomerRecord | None,
+        retry_window: float,
+        billing: Sequence[BillingRow],
+    ) -> Callable[[Connection], IngestResult]:
+        def ingest(conn: Connection) -> IngestResult:
+            result = self._ingest_tx(conn, event, deliveries, customer, retry_window)
+            if result.inserted and billing:
+                self._apply_billing_tx(conn, billing)
+            return result
+
+        return ingest
+
+    def _ingested(self, result: IngestResult, deliveries: Sequence[NewDelivery]) -> IngestResult:
         if result.inserted and any(d.status in DUE_STATUSES for d in deliveries):
             self._wake.notify()
         return result
@@ -344,21 +382,7 @@ class SqlStore(Store):
         error: str | None = None,
         sent_ok: bool | None = None,
     ) -> bool:
-        if status not in FINAL_STATUSES:
-            raise ValueError(f"complete() takes a final status, not {status!r}")
-        values: dict[str, Any] = {
-            "status": status,
-            "next_attempt_at": None,
-            "lease_until": None,
-            "claim_id": None,
-            "last_error": error,
-            "force": False,
-            "updated_at": self._now_expr,
-        }
-        if attempt is not None:
-            values["attempt_count"] = deliveries.c.attempt_count + 1
-        if sent_ok:  # a 2xx once seen stays seen
-            values["sent_ok"] = True
+        values = self._completed_values(status, error, counted=attempt is not None, sent_ok=sent_ok)
         return self._write(
             lambda conn: self._finish_tx(conn, delivery_id, claim_id, values, attempt)
         )
@@ -372,7 +396,58 @@ class SqlStore(Store):
         *,
         error: str | None = None,
     ) -> bool:
+        values = self._rescheduled_values(delay_seconds, error)
+        return self._write(
+            lambda conn: self._finish_tx(conn, delivery_id, claim_id, values, attempt)
+        )
+
+    def finish_many(self, completions: Sequence[Completion]) -> list[bool]:
+        plans = [
+            (
+                completion,
+                self._rescheduled_values(completion.retry_in or 0.0, completion.error)
+                if completion.status is None
+                else self._completed_values(
+                    completion.status, completion.error, counted=True, sent_ok=completion.sent_ok
+                ),
+            )
+            for completion in completions
+        ]
+
+        def finish(conn: Connection) -> list[bool]:
+            # Every attempt happened, whoever owns the delivery now: one multi-row insert.
+            conn.execute(
+                sa.insert(attempts),
+                [queries.attempt_values(c.delivery_id, c.attempt) for c, _ in plans],
+            )
+            return [self._fenced_update(conn, c.delivery_id, c.claim_id, v) for c, v in plans]
+
+        if not plans:
+            return []
+        return self._write(finish)
+
+    def _completed_values(
+        self, status: DeliveryStatus, error: str | None, *, counted: bool, sent_ok: bool | None
+    ) -> dict[str, Any]:
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"complete() takes a final status, not {status!r}")
         values: dict[str, Any] = {
+            "status": status,
+            "next_attempt_at": None,
+            "lease_until": None,
+            "claim_id": None,
+            "last_error": error,
+            "force": False,
+            "updated_at": self._now_expr,
+        }
+        if counted:
+            values["attempt_count"] = deliveries.c.attempt_count + 1
+        if sent_ok:  # a 2xx once seen stays seen
+            values["sent_ok"] = True
+        return values
+
+    def _rescheduled_values(self, delay_seconds: float, error: str | None) -> dict[str, Any]:
+        return {
             "status": "retrying",
             "next_attempt_at": self._now_expr + max(delay_seconds, 0.0),
             "lease_until": None,
@@ -381,9 +456,6 @@ class SqlStore(Store):
             "attempt_count": deliveries.c.attempt_count + 1,
             "updated_at": self._now_expr,
         }
-        return self._write(
-            lambda conn: self._finish_tx(conn, delivery_id, claim_id, values, attempt)
-        )
 
     def extend_lease(self, delivery_id: int, claim_id: str, lease_seconds: float) -> bool:
         until = self._now_expr + lease_seconds
@@ -400,6 +472,13 @@ class SqlStore(Store):
     ) -> bool:
         if attempt is not None:  # it happened, whoever owns the delivery now
             conn.execute(sa.insert(attempts).values(queries.attempt_values(delivery_id, attempt)))
+        return self._fenced_update(conn, delivery_id, claim_id, values)
+
+    @staticmethod
+    def _fenced_update(
+        conn: Connection, delivery_id: int, claim_id: str, values: dict[str, Any]
+    ) -> bool:
+        """Change the delivery only while `claim_id` still owns it (the fencing token)."""
         fenced = (
             sa.update(deliveries)
             .where(
@@ -505,6 +584,11 @@ class SqlStore(Store):
 
     def stats(self) -> StoreStats:
         return self._read(lambda conn: queries.load_stats(conn, self._db_now(conn)))
+
+    def hourly_volume(self, hours: int = 24) -> list[HourlyVolume]:
+        if hours < 1:
+            raise ValueError("hours must be at least 1")
+        return self._read(lambda conn: queries.load_hourly_volume(conn, self._db_now(conn), hours))
 
     # Customers ----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ the writer, nor it them).
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import sqlite3
 import threading
@@ -224,12 +225,19 @@ class SqliteStore(SqlStore):
         return IngestResult(inserted=True, event_id=event_id, deliveries=len(new_deliveries))
 
     def _write(self, fn: Callable[[Connection], T]) -> T:
+        return self._submit(fn).result()
+
+    async def _write_async(self, fn: Callable[[Connection], T]) -> T:
+        # Wait on the writer's future from the event loop: no worker thread per webhook.
+        return await asyncio.wrap_future(self._submit(fn))
+
+    def _submit(self, fn: Callable[[Connection], T]) -> Future[T]:
         future: Future[T] = Future()
         with self._submit_lock:
             if self._closed:
                 raise StoreUnavailableError("the store is closed")
             self._jobs.put(_Job(fn, future))
-        return future.result()
+        return future
 
     # Lifecycle ----------------------------------------------------------------------------
 

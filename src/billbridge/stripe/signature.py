@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import stripe
+from stripe import SignatureVerificationError, WebhookSignature
 
 from billbridge.errors import WebhookRejected
 
@@ -85,8 +85,8 @@ def verify_signature(
     stale = False
     for secret in usable:
         try:
-            stripe.WebhookSignature.verify_header(text, header, secret, tolerance=tolerance)
-        except stripe.SignatureVerificationError as exc:
+            WebhookSignature.verify_header(text, header, secret, tolerance=tolerance)
+        except SignatureVerificationError as exc:
             # The SDK checks the signature before the age, so a "tolerance" error means
             # this secret matched and only the timestamp is wrong.
             if "tolerance" in str(exc):
@@ -104,7 +104,7 @@ def sign_payload(payload: bytes, secret: str, timestamp: int | None = None) -> s
     """The `Stripe-Signature` value Stripe would send for `payload`: `t=...,v1=...`."""
     if not secret:
         raise ValueError("a webhook secret is needed to sign a payload")
-    header: str = stripe.WebhookSignature.generate_signature_header(
+    header: str = WebhookSignature.generate_signature_header(
         payload.decode("utf-8"), secret, timestamp=timestamp
     )
     return header

@@ -10,7 +10,7 @@ Synchronous (they call the store): async callers run them in a worker thread.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from billbridge.store.base import Store
 from billbridge.store.records import EventFilter
@@ -66,12 +66,18 @@ def replay_failed_report(
     since_seconds: float | None,
     event_type: str | None,
     retry_window: float,
+    event_filter: EventFilter | None = None,
 ) -> list[int]:
     """Replay failed deliveries of events received in the last `since_seconds` (all when
-    None), optionally of one event type; wakes the workers. Returns the delivery ids."""
+    None), optionally of one event type, or matching `event_filter` (the dashboard's
+    search); wakes the workers. Returns the delivery ids."""
     since = None if since_seconds is None else store.now() - since_seconds
+    if event_filter is None:
+        event_filter = EventFilter(type=event_type)
+    elif event_type is not None:
+        event_filter = replace(event_filter, type=event_type)
     replayed = store.replay_failed(
-        since=since, event_filter=EventFilter(type=event_type), retry_window=retry_window
+        since=since, event_filter=event_filter, retry_window=retry_window
     )
     if replayed:
         store.notify_work()

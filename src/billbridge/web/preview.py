@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import anyio
 
+from billbridge.customerio.requests import CioRequest
 from billbridge.errors import StripeAPIError
 from billbridge.identity import IdentityResolver, Person, Unresolved
 from billbridge.services import Services
@@ -34,6 +35,7 @@ class PreviewStep:
     status: StepStatus
     request: dict[str, Any] | None = None  # CioRequest.summary(): never credentials
     reason: str | None = None
+    planned: CioRequest | None = None  # the call itself, for "Try it"'s "send for real"
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -74,7 +76,11 @@ def plan_steps(
         if isinstance(planned, Skip):
             steps.append(PreviewStep(index, action.type, "skipped", reason=planned.reason))
         else:
-            steps.append(PreviewStep(index, action.type, "planned", request=planned.summary()))
+            steps.append(
+                PreviewStep(
+                    index, action.type, "planned", request=planned.summary(), planned=planned
+                )
+            )
     return steps
 
 

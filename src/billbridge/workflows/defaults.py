@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from billbridge.workflows.model import (
+    Action,
+    CustomerDeletedPolicyAction,
     IdentifyAction,
     TrackEventAction,
     Trigger,
@@ -21,20 +23,6 @@ from billbridge.workflows.model import (
 # older payloads have it on the subscription itself: read the item first, then fall back.
 _PRICE = "object.items.data[0].price"
 _PERIOD_END = "{{ object.items.data[0].current_period_end or object.current_period_end }}"
-
-_SUBSCRIPTION_ATTRIBUTES: dict[str, Any] = {
-    "subscription_id": "{{ object.id }}",
-    "subscription_status": "{{ object.status }}",
-    "plan_price_id": f"{{{{ {_PRICE}.id }}}}",
-    "plan_product_id": f"{{{{ {_PRICE}.product }}}}",
-    "plan_interval": f"{{{{ {_PRICE}.recurring.interval }}}}",
-    "plan_amount": f"{{{{ {_PRICE}.unit_amount }}}}",
-    "currency": "{{ object.currency }}",
-    "current_period_end": _PERIOD_END,
-    "trial_end": "{{ object.trial_end }}",
-    "cancel_at_period_end": "{{ object.cancel_at_period_end }}",
-    "canceled_at": "{{ object.canceled_at }}",
-}
 
 _SUBSCRIPTION_DATA: dict[str, Any] = {
     "status": "{{ object.status }}",
@@ -91,18 +79,54 @@ def _workflow(
     identify: dict[str, Any] | None = None,
     event_name: str | None = None,
     data: dict[str, Any] | None = None,
+    profile_after: bool = False,
+    extra: list[Action] | None = None,
+    filter_: str | None = None,
 ) -> Workflow:
-    actions: list[IdentifyAction | TrackEventAction] = []
+    """`identify` (mapped attributes over the current billing profile) comes first;
+    `profile_after` appends a profile-only identify after the event instead, so that the
+    event keeps action index 0 (and its Customer.io event id) from earlier versions."""
+    actions: list[Action] = []
     if identify is not None:
-        actions.append(IdentifyAction(attributes=identify))
+        actions.append(IdentifyAction(attributes=identify, include_profile=True))
     if event_name is not None:
         actions.append(TrackEventAction(name=event_name, data=data or {}))
+    if profile_after:
+        actions.append(IdentifyAction(include_profile=True))
+    actions.extend(extra or [])
     return Workflow(
         id=workflow_id,
         name=name,
         description=description,
         trigger=Trigger(events=[event_type]),
+        filter=filter_,
         actions=actions,
+    )
+
+
+def _semantic(
+    name: str,
+    event_type: str,
+    description: str,
+    data: dict[str, Any] | None = None,
+    *,
+    profile_after: bool = False,
+) -> Workflow:
+    """A semantic event (billbridge.billing.semantic): sent only when the change happened,
+    with its before and after values."""
+    return _workflow(
+        name.replace("_", "-"),
+        name.replace("_", " ").capitalize(),
+        event_type,
+        description,
+        event_name=name,
+        data={
+            "before": f"{{{{ changes.{name}.before }}}}",
+            "after": f"{{{{ changes.{name}.after }}}}",
+            **(data or {}),
+        },
+        filter_=f"changes.{name}",
+        profile_after=profile_after,
     )
 
 
@@ -113,12 +137,9 @@ def default_workflows() -> list[Workflow]:
             "customer-created",
             "Customer created",
             "customer.created",
-            "Create the person with email, name and created_at; send customer_created.",
-            identify={
-                "email": "{{ object.email }}",
-                "name": "{{ object.name }}",
-                "created_at": "{{ object.created }}",
-            },
+            "Create the person with email, name, created_at and the billing profile; send"
+            " customer_created.",
+            identify={},
             event_name="customer_created",
             data={
                 "email": "{{ object.email }}",
@@ -131,29 +152,26 @@ def default_workflows() -> list[Workflow]:
             "customer-updated",
             "Customer updated",
             "customer.updated",
-            "Keep email, name and delinquent current on the person.",
-            identify={
-                "email": "{{ object.email }}",
-                "name": "{{ object.name }}",
-                "created_at": "{{ object.created }}",
-                "delinquent": "{{ object.delinquent }}",
-            },
+            "Keep the person's billing profile (email, name, delinquent, ...) current; an"
+            " email change updates the same person.",
+            identify={},
         ),
         _workflow(
             "customer-deleted",
             "Customer deleted",
             "customer.deleted",
-            "Send customer_deleted. Add a delete_person or suppress_person action to also"
-            " remove the person from Customer.io.",
+            "Send customer_deleted, then apply BILLBRIDGE_CUSTOMER_DELETED_POLICY: keep the"
+            " person (default), or suppress or delete them (then no call re-creates them).",
             event_name="customer_deleted",
             data={"email": "{{ object.email }}", "name": "{{ object.name }}"},
+            extra=[CustomerDeletedPolicyAction()],
         ),
         _workflow(
             "subscription-created",
             "Subscription created",
             "customer.subscription.created",
-            "Set the subscription attributes; send subscription_created.",
-            identify=_SUBSCRIPTION_ATTRIBUTES,
+            "Set the billing profile; send subscription_created.",
+            identify={},
             event_name="subscription_created",
             data=_SUBSCRIPTION_DATA,
         ),
@@ -161,9 +179,9 @@ def default_workflows() -> list[Workflow]:
             "subscription-updated",
             "Subscription updated",
             "customer.subscription.updated",
-            "Keep the subscription attributes current; send subscription_updated with the"
+            "Keep the billing profile current; send subscription_updated with the"
             " previous status, price and cancel_at_period_end.",
-            identify=_SUBSCRIPTION_ATTRIBUTES,
+            identify={},
             event_name="subscription_updated",
             data={
                 **_SUBSCRIPTION_DATA,
@@ -177,8 +195,8 @@ def default_workflows() -> list[Workflow]:
             "subscription-canceled",
             "Subscription canceled",
             "customer.subscription.deleted",
-            "Set the subscription attributes (status canceled); send subscription_canceled.",
-            identify=_SUBSCRIPTION_ATTRIBUTES,
+            "Set the billing profile (status canceled); send subscription_canceled.",
+            identify={},
             event_name="subscription_canceled",
             data={
                 **_SUBSCRIPTION_DATA,
@@ -193,7 +211,9 @@ def default_workflows() -> list[Workflow]:
             "payment-succeeded",
             "Payment succeeded",
             "charge.succeeded",
-            "Send payment_succeeded with the amount, currency and card.",
+            "Send payment_succeeded with the amount, currency and card"
+            "; then keep the billing profile current.",
+            profile_after=True,
             event_name="payment_succeeded",
             data=_CHARGE_DATA,
         ),
@@ -201,7 +221,9 @@ def default_workflows() -> list[Workflow]:
             "payment-failed",
             "Payment failed",
             "charge.failed",
-            "Send payment_failed with Stripe's failure code and message.",
+            "Send payment_failed with Stripe's failure code and message"
+            "; then keep the billing profile current.",
+            profile_after=True,
             event_name="payment_failed",
             data={
                 **_CHARGE_DATA,
@@ -217,7 +239,9 @@ def default_workflows() -> list[Workflow]:
             "charge-refunded",
             "Charge refunded",
             "charge.refunded",
-            "Send charge_refunded with the cumulative amount_refunded.",
+            "Send charge_refunded with the cumulative amount_refunded"
+            "; then keep the billing profile current.",
+            profile_after=True,
             event_name="charge_refunded",
             data={
                 **_CHARGE_DATA,
@@ -230,7 +254,9 @@ def default_workflows() -> list[Workflow]:
             "payment-intent-canceled",
             "Payment intent canceled",
             "payment_intent.canceled",
-            "Send payment_intent_canceled with Stripe's cancellation_reason.",
+            "Send payment_intent_canceled with Stripe's cancellation_reason"
+            "; then keep the billing profile current.",
+            profile_after=True,
             event_name="payment_intent_canceled",
             data={
                 "amount": "{{ object.amount }}",
@@ -247,7 +273,9 @@ def default_workflows() -> list[Workflow]:
             "dispute-created",
             "Dispute created",
             "charge.dispute.created",
-            "Send dispute_created with the amount, reason and evidence deadline.",
+            "Send dispute_created with the amount, reason and evidence deadline"
+            "; then keep the billing profile current.",
+            profile_after=True,
             event_name="dispute_created",
             data={
                 "amount": "{{ object.amount }}",
@@ -286,7 +314,9 @@ def default_workflows() -> list[Workflow]:
             "invoice-paid",
             "Invoice paid",
             "invoice.paid",
-            "Send invoice_paid with the number, amounts and hosted invoice URL.",
+            "Send invoice_paid with the number, amounts and hosted invoice URL"
+            "; then keep the billing profile current.",
+            profile_after=True,
             event_name="invoice_paid",
             data=_INVOICE_DATA,
         ),
@@ -294,8 +324,62 @@ def default_workflows() -> list[Workflow]:
             "invoice-payment-failed",
             "Invoice payment failed",
             "invoice.payment_failed",
-            "Send invoice_payment_failed with the amount due, attempt count and next attempt.",
+            "Send invoice_payment_failed with the amount due, attempt count and next attempt"
+            "; then keep the billing profile current.",
+            profile_after=True,
             event_name="invoice_payment_failed",
             data={**_INVOICE_DATA, "next_payment_attempt": "{{ object.next_payment_attempt }}"},
+        ),
+        *semantic_workflows(),
+    ]
+
+
+def semantic_workflows() -> list[Workflow]:
+    """The semantic events of SPEC §4, one workflow each (billbridge.billing.semantic)."""
+    subscription = {"subscription": "{{ object.id }}", "status": "{{ object.status }}"}
+    return [
+        _semantic(
+            "subscription_upgraded",
+            "customer.subscription.updated",
+            "Send subscription_upgraded when a plan change raises the MRR (before/after).",
+            subscription,
+        ),
+        _semantic(
+            "subscription_downgraded",
+            "customer.subscription.updated",
+            "Send subscription_downgraded when a plan change lowers the MRR (before/after).",
+            subscription,
+        ),
+        _semantic(
+            "subscription_cancel_scheduled",
+            "customer.subscription.updated",
+            "Send subscription_cancel_scheduled when a cancellation is scheduled.",
+            {**subscription, "current_period_end": _PERIOD_END},
+        ),
+        _semantic(
+            "subscription_reactivated",
+            "customer.subscription.updated",
+            "Send subscription_reactivated when a scheduled cancellation is undone or a"
+            " canceled or paused subscription is active again.",
+            subscription,
+        ),
+        _semantic(
+            "trial_will_end",
+            "customer.subscription.trial_will_end",
+            "Send trial_will_end three days before a trial ends (Stripe's notice); then"
+            " keep the billing profile current (no other default listens to this event).",
+            {**subscription, "trial_end": "{{ object.trial_end }}"},
+            profile_after=True,
+        ),
+        _semantic(
+            "payment_recovered",
+            "invoice.paid",
+            "Send payment_recovered when an invoice is paid after a failed attempt.",
+            {
+                "invoice": "{{ object.id }}",
+                "amount_paid": "{{ object.amount_paid }}",
+                "currency": "{{ object.currency }}",
+                "subscription": _INVOICE_DATA["subscription"],
+            },
         ),
     ]

@@ -79,6 +79,9 @@ class IdentifyAction(_Frozen):
 
     type: Literal["identify"] = "identify"
     attributes: TemplateMapping = Field(default_factory=dict)
+    # Send the customer's current billing profile (SPEC §4), computed when the delivery
+    # runs; mapped attributes are applied over it.
+    include_profile: bool = False
 
 
 class TrackEventAction(_Frozen):
@@ -105,6 +108,13 @@ class UnsuppressPersonAction(_Frozen):
     """Lift a suppression so the person may be identified again."""
 
     type: Literal["unsuppress_person"] = "unsuppress_person"
+
+
+class CustomerDeletedPolicyAction(_Frozen):
+    """Apply BILLBRIDGE_CUSTOMER_DELETED_POLICY to the person: `keep` (nothing to do),
+    `suppress` or `delete`."""
+
+    type: Literal["customer_deleted_policy"] = "customer_deleted_policy"
 
 
 class AddToSegmentAction(_Frozen):
@@ -158,6 +168,7 @@ Action = Annotated[
     | DeletePersonAction
     | SuppressPersonAction
     | UnsuppressPersonAction
+    | CustomerDeletedPolicyAction
     | AddToSegmentAction
     | RemoveFromSegmentAction
     | SendEmailAction
@@ -171,6 +182,7 @@ ACTION_TYPES: tuple[str, ...] = (
     "delete_person",
     "suppress_person",
     "unsuppress_person",
+    "customer_deleted_policy",
     "add_to_segment",
     "remove_from_segment",
     "send_email",
@@ -222,7 +234,12 @@ class Workflow(_Frozen):
         if data.get("filter") is None:
             data.pop("filter", None)
         data["actions"] = [
-            {key: value for key, value in action.items() if value is not None}
+            {
+                key: value
+                for key, value in action.items()
+                # include_profile: false is the default; leave it out of exports.
+                if value is not None and not (key == "include_profile" and value is False)
+            }
             for action in data["actions"]
         ]
         return data

@@ -21,6 +21,7 @@ from billbridge.customerio.requests import CioRequest, path_identifier
 from billbridge.ids import deterministic_ulid
 from billbridge.workflows.model import (
     AddToSegmentAction,
+    CustomerDeletedPolicyAction,
     DeletePersonAction,
     IdentifyAction,
     RemoveFromSegmentAction,
@@ -69,10 +70,19 @@ def _mapping(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
-def build_context(event: Mapping[str, Any], person: PersonLike) -> dict[str, Any]:
-    """The template context: `event`, `object`, `previous`, `customer`, `person`."""
+def build_context(
+    event: Mapping[str, Any],
+    person: PersonLike,
+    *,
+    profile: Mapping[str, Any] | None = None,
+    changes: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The template context: `event`, `object`, `previous`, `customer`, `person`, and the
+    billing `profile` (current attributes) and `changes` (semantic events) when given."""
     data = _mapping(event.get("data"))
     return {
+        "profile": _mapping(profile),
+        "changes": _mapping(changes),
         "event": dict(event),
         "object": _mapping(data.get("object")),
         "previous": _mapping(data.get("previous_attributes")),
@@ -123,8 +133,24 @@ def _plan_identify(
         body["email"] = person.email
     if person.customer_id:
         body["stripe_customer_id"] = person.customer_id
+    if action.include_profile:
+        # The current profile beats the payload: a stale event must not send old values.
+        body.update(context["profile"])
     body.update(render_mapping(action.attributes, context, path=f"{path}.attributes"))
-    return CioRequest(api="track", method="PUT", path=_customer_path(person.identifier), body=body)
+    # An email change under BILLBRIDGE_IDENTIFIER=email: address the person by the old
+    # email so that Customer.io updates them (the body carries the new one).
+    identifier = getattr(person, "previous_identifier", None) or person.identifier
+    return CioRequest(api="track", method="PUT", path=_customer_path(identifier), body=body)
+
+
+def _plan_deleted_policy(person: PersonLike, policy: str) -> CioRequest | Skip:
+    if policy == "delete":
+        return CioRequest(api="track", method="DELETE", path=_customer_path(person.identifier))
+    if policy == "suppress":
+        return CioRequest(
+            api="track", method="POST", path=_customer_path(person.identifier, "/suppress")
+        )
+    return Skip("BILLBRIDGE_CUSTOMER_DELETED_POLICY is keep: the person and attributes stay")
 
 
 def _plan_track_event(
@@ -240,6 +266,9 @@ def plan_action(
     person: PersonLike,
     *,
     identifier_mode: str = "stripe_customer_id",
+    profile: Mapping[str, Any] | None = None,
+    changes: Mapping[str, Any] | None = None,
+    deleted_policy: str = "keep",
 ) -> CioRequest | Skip:
     """Plan the Customer.io call for one action of `workflow` on a Stripe event.
 
@@ -247,10 +276,12 @@ def plan_action(
     `metadata:KEY`); it picks `id` or `email` where Customer.io asks which one the
     identifier is. Returns Skip when the filter does not match, the action no longer
     exists, or a send has no address. Raises TemplateError when a template fails.
+    `profile` and `changes` (billing profile, semantic events) join the template context;
+    `deleted_policy` is BILLBRIDGE_CUSTOMER_DELETED_POLICY.
     """
     if not 0 <= action_index < len(workflow.actions):
         return Skip(f"workflow {workflow.id!r} has no action {action_index} any more")
-    context = build_context(event, person)
+    context = build_context(event, person, profile=profile, changes=changes)
     if workflow.filter is not None and not evaluate_filter(workflow.filter, context):
         return Skip(f"filter did not match: {workflow.filter}")
     action = workflow.actions[action_index]
@@ -261,6 +292,8 @@ def plan_action(
         return _plan_track_event(
             workflow, action_index, action, event=event, context=context, person=person
         )
+    if isinstance(action, CustomerDeletedPolicyAction):
+        return _plan_deleted_policy(person, deleted_policy)
     if isinstance(action, DeletePersonAction):
         return CioRequest(api="track", method="DELETE", path=_customer_path(person.identifier))
     if isinstance(action, SuppressPersonAction):

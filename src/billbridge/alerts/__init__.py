@@ -1,0 +1,1 @@
+"""Alerts: grouped messages when deliveries fail permanently or the queue stalls."""

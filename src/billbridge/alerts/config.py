@@ -1,0 +1,157 @@
+"""Alert settings (stored encrypted) and the check that keeps alert URLs off internal targets.
+
+    config = AlertConfig(slack_url="https://hooks.slack.com/services/...", group_minutes=10)
+    check_alert_url(config.slack_url, allow_loopback=False, own=[("billbridge.example", 443)])
+
+A URL must be http(s); every address its host resolves to must be neither loopback nor
+unspecified (unless BILLBRIDGE_ALERTS_ALLOW_LOOPBACK=true, meant for tests), nor
+link-local (169.254.0.0/16, fe80::/10: cloud metadata lives there), nor a known metadata
+address; and it must not be Billbridge itself. Private networks are allowed (a
+self-hosted chat server is a fair target). Sends check again, so a DNS change is caught.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from billbridge.errors import BillbridgeError
+
+ALERT_CONFIG_KEY = "config"
+METADATA_HOSTS = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "instance-data",
+        "instance-data.ec2.internal",
+    }
+)
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class AlertURLError(BillbridgeError):
+    """An alert URL was refused; says why, without echoing secrets in the URL's path."""
+
+
+class AlertEmail(BaseModel):
+    """An email through a Customer.io transactional message (the App API key is needed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transactional_message_id: str = Field(min_length=1, max_length=64)
+    to: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+
+
+class AlertConfig(BaseModel):
+    """Where alerts go and how they are grouped. All channels are optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slack_url: str | None = Field(default=None, description="A Slack-compatible incoming webhook")
+    webhook_url: str | None = Field(default=None, description="Receives a JSON POST")
+    email: AlertEmail | None = None
+    on_failures: bool = Field(default=True, description="Alert on permanently failed deliveries")
+    on_stall: bool = Field(default=True, description="Alert when the queue stalls")
+    stall_minutes: float = Field(default=15.0, gt=0, le=10_080)
+    group_minutes: float = Field(default=10.0, ge=0, le=1_440)
+
+    @field_validator("slack_url", "webhook_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @property
+    def has_channels(self) -> bool:
+        return bool(self.slack_url or self.webhook_url or self.email)
+
+    def urls(self) -> dict[str, str]:
+        found = {"slack_url": self.slack_url, "webhook_url": self.webhook_url}
+        return {name: url for name, url in found.items() if url}
+
+
+def _addresses(host: str, port: int) -> list[IPAddress]:
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise AlertURLError(f"the host {host!r} does not resolve") from None
+    found: list[IPAddress] = []
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if address not in found:
+            found.append(address)
+    if not found:
+        raise AlertURLError(f"the host {host!r} does not resolve")
+    return found
+
+
+def _refusal(address: IPAddress, *, allow_loopback: bool) -> str | None:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address in METADATA_ADDRESSES:
+        return "is a cloud metadata address"
+    if address.is_link_local:
+        return "is link-local (169.254.0.0/16 or fe80::/10)"
+    if (address.is_loopback or address.is_unspecified) and not allow_loopback:
+        return "is this machine (loopback)"
+    if address.is_multicast or address.is_reserved:
+        return "is not a unicast address"
+    return None
+
+
+def check_alert_url(url: str, *, allow_loopback: bool, own: Iterable[tuple[str, int]] = ()) -> None:
+    """Raise AlertURLError unless `url` is a fit alert target (see the module docstring).
+
+    `own` lists Billbridge's own (host, port) pairs; with loopback allowed, a loopback
+    address on one of their ports is still refused as Billbridge itself.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise AlertURLError("not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise AlertURLError("only http:// and https:// URLs are allowed")
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        raise AlertURLError("the URL has no host")
+    port = port or (443 if parts.scheme == "https" else 80)
+    own_pairs = {(h.rstrip(".").lower(), p) for h, p in own}
+    if (host, port) in own_pairs:
+        raise AlertURLError("the URL points at Billbridge itself")
+    if host in METADATA_HOSTS:
+        raise AlertURLError(f"{host} is a cloud metadata host")
+    own_ports = {p for _, p in own_pairs}
+    for address in _addresses(host, port):
+        problem = _refusal(address, allow_loopback=allow_loopback)
+        if problem:
+            raise AlertURLError(f"{host} resolves to {address}, which {problem}")
+        if (address.is_loopback or address.is_unspecified) and port in own_ports:
+            raise AlertURLError("the URL points at Billbridge itself")
+
+
+def own_endpoints(public_url: str | None, extra: Iterable[str] = ()) -> list[tuple[str, int]]:
+    """(host, port) pairs Billbridge answers on, from BILLBRIDGE_PUBLIC_URL and base URLs."""
+    found: list[tuple[str, int]] = []
+    for url in (public_url, *extra):
+        if not url:
+            continue
+        parts = urlsplit(url)
+        if parts.hostname:
+            found.append((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
+    return found

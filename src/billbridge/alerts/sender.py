@@ -1,0 +1,165 @@
+"""Send one alert to every configured channel: Slack-compatible, generic JSON, email.
+
+    results = await AlertSender(settings, cio).send(config, alert)
+    [r.ok for r in results]
+
+Each URL is checked again right before the send (DNS may have changed), redirects are
+not followed (they could lead past the check), and results never echo the URL: webhook
+URLs are secrets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import httpx
+import structlog
+
+from billbridge import __version__
+from billbridge.alerts.config import AlertConfig, AlertURLError, check_alert_url, own_endpoints
+from billbridge.config import Settings
+from billbridge.customerio.client import CustomerIOClient
+from billbridge.customerio.requests import CioRequest
+from billbridge.errors import DeliveryError
+
+log = structlog.get_logger("billbridge.alerts")
+
+SEND_TIMEOUT = 10.0  # seconds per channel
+Channel = Literal["slack", "webhook", "email"]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One grouped alert: what went wrong since the last one."""
+
+    kind: Literal["failures", "stall", "test"]
+    title: str
+    lines: tuple[str, ...] = ()
+    failed: int = 0
+    failed_by_workflow: dict[str, int] = field(default_factory=dict)
+    oldest_pending_age: float = 0.0  # seconds
+    queue_depth: int = 0
+    dashboard_url: str | None = None
+
+    def text(self) -> str:
+        body = "\n".join(f"• {line}" for line in self.lines)
+        link = f"\n{self.dashboard_url}" if self.dashboard_url else ""
+        return f"{self.title}\n{body}{link}".strip()
+
+    def slack_payload(self) -> dict[str, Any]:
+        """Slack's incoming-webhook shape: `text` (the fallback) plus one section block."""
+        return {
+            "text": self.text(),
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": f"*{self.title}*"}},
+                *(
+                    [
+                        {
+                            "type": "section",
+                            "text": {
+                                "type": "mrkdwn",
+                                "text": "\n".join(f"• {line}" for line in self.lines),
+                            },
+                        }
+                    ]
+                    if self.lines
+                    else []
+                ),
+            ],
+        }
+
+    def json_payload(self) -> dict[str, Any]:
+        return {
+            "source": "billbridge",
+            "kind": self.kind,
+            "title": self.title,
+            "text": self.text(),
+            "failed": self.failed,
+            "failed_by_workflow": self.failed_by_workflow,
+            "oldest_pending_age_seconds": round(self.oldest_pending_age, 1),
+            "queue_depth": self.queue_depth,
+            "dashboard_url": self.dashboard_url,
+        }
+
+
+@dataclass(frozen=True)
+class ChannelResult:
+    channel: Channel
+    ok: bool
+    detail: str
+
+
+class AlertSender:
+    """Delivers alerts; the Customer.io client is the running service's (same credentials)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        cio: CustomerIOClient,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._settings = settings
+        self._cio = cio
+        self._transport = transport
+
+    async def send(self, config: AlertConfig, alert: Alert) -> list[ChannelResult]:
+        results: list[ChannelResult] = []
+        if config.slack_url:
+            results.append(await self._post("slack", config.slack_url, alert.slack_payload()))
+        if config.webhook_url:
+            results.append(await self._post("webhook", config.webhook_url, alert.json_payload()))
+        if config.email is not None:
+            results.append(await self._email(config, alert))
+        for result in results:
+            if not result.ok:
+                log.warning("alert not delivered", channel=result.channel, detail=result.detail)
+        return results
+
+    async def _post(self, channel: Channel, url: str, payload: dict[str, Any]) -> ChannelResult:
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: check_alert_url(
+                    url,
+                    allow_loopback=self._settings.alerts_allow_loopback,
+                    own=own_endpoints(self._settings.public_url),
+                )
+            )
+        except AlertURLError as exc:
+            return ChannelResult(channel, False, f"refused: {exc}")
+        try:
+            async with httpx.AsyncClient(
+                transport=self._transport,
+                timeout=SEND_TIMEOUT,
+                follow_redirects=False,
+                headers={"User-Agent": f"billbridge/{__version__}"},
+            ) as client:
+                response = await client.post(url, json=payload)
+        except httpx.HTTPError as exc:
+            return ChannelResult(channel, False, f"could not connect: {type(exc).__name__}")
+        if response.is_success:
+            return ChannelResult(channel, True, f"delivered ({response.status_code})")
+        return ChannelResult(channel, False, f"the receiver answered {response.status_code}")
+
+    async def _email(self, config: AlertConfig, alert: Alert) -> ChannelResult:
+        assert config.email is not None  # noqa: S101 - checked by the caller
+        request = CioRequest(
+            api="app",
+            method="POST",
+            path="/v1/send/email",
+            body={
+                "transactional_message_id": config.email.transactional_message_id,
+                "to": config.email.to,
+                "identifiers": {"email": config.email.to},
+                # The message's template reads {{trigger.title}}, {{trigger.text}}, ...
+                "message_data": alert.json_payload(),
+            },
+            idempotent=False,
+        )
+        try:
+            response = await self._cio.send(request)
+        except DeliveryError as exc:
+            return ChannelResult("email", False, str(exc))
+        return ChannelResult("email", True, f"sent through Customer.io ({response.status_code})")

@@ -1,0 +1,1 @@
+"""Billing profiles: the Stripe objects projection, profile attributes, semantic events."""

@@ -1,0 +1,85 @@
+"""What the delivery executor adds for billing: the profile, semantic changes, deletions.
+
+    extra = billing_context(store, workflow, action_index, event, person)
+    plan_action(..., profile=extra.profile, changes=extra.changes, deleted_policy=...)
+
+Runs in the worker thread just before planning, so an identify sends the profile as it is
+when the call is made: whichever order deliveries run in, the last call carries the
+newest state of every event stored before it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from billbridge.billing.profile import compute_profile
+from billbridge.billing.projection import link_customer
+from billbridge.billing.semantic import derive_changes
+from billbridge.identity import Person
+from billbridge.store.base import Store
+from billbridge.stripe.events import customer_id_of, object_of
+from billbridge.workflows.model import CustomerDeletedPolicyAction, IdentifyAction, Workflow
+
+
+@dataclass(frozen=True)
+class BillingContext:
+    profile: dict[str, Any] | None
+    changes: dict[str, Any] | None
+
+
+def _mentions(workflow: Workflow, name: str) -> bool:
+    """Whether the workflow's templates (or filter) may read `name` from the context."""
+    text = (workflow.filter or "") + json.dumps([a.model_dump() for a in workflow.actions])
+    return re.search(rf"\b{name}\b", text) is not None
+
+
+def billing_context(
+    store: Store,
+    workflow: Workflow,
+    action_index: int,
+    event: dict[str, Any],
+    person: Person,
+) -> BillingContext:
+    """The profile and changes the action needs (None when it needs neither)."""
+    action = workflow.actions[action_index]
+    if person.customer_id is not None and customer_id_of(event) is None:
+        # A dispute (or refund) whose customer was found through its charge: remember it,
+        # so that disputes_count counts it.
+        link_customer(store, event, person.customer_id)
+    wants_profile = (isinstance(action, IdentifyAction) and action.include_profile) or _mentions(
+        workflow, "profile"
+    )
+    profile = None
+    if wants_profile and person.customer_id is not None:
+        profile = compute_profile(store, person.customer_id)
+    changes = derive_changes(event, store) if _mentions(workflow, "changes") else None
+    return BillingContext(profile=profile, changes=changes)
+
+
+def is_deleted_person(event: dict[str, Any], person: Person) -> bool:
+    """Whether the person's Stripe customer is deleted (this event, or the customers table)."""
+    if event.get("type") == "customer.deleted":
+        return True
+    obj = object_of(event)
+    if obj.get("object") == "customer" and obj.get("deleted") is True:
+        return True
+    return bool(person.customer.get("deleted"))
+
+
+def deleted_policy_skip(
+    workflow: Workflow, action_index: int, event: dict[str, Any], person: Person, policy: str
+) -> str | None:
+    """Why to skip this action because the customer is deleted and the policy removes the
+    person (`suppress`, `delete`): any call but the policy's own would re-create them in
+    Customer.io. None when the action should run."""
+    if policy == "keep" or isinstance(workflow.actions[action_index], CustomerDeletedPolicyAction):
+        return None
+    if not is_deleted_person(event, person):
+        return None
+    return (
+        f"the Stripe customer is deleted and BILLBRIDGE_CUSTOMER_DELETED_POLICY={policy}:"
+        " the person is not re-created in Customer.io"
+    )

@@ -1,0 +1,238 @@
+"""`billbridge reconcile`, `billbridge backfill` and `billbridge setup-webhook`: Stripe-side jobs.
+
+    billbridge reconcile --since 2h        # store the events Stripe has and we missed
+    billbridge backfill --dry-run          # every Stripe customer's profile, sent nowhere
+    billbridge setup-webhook --url https://billing.example.com/webhooks/stripe
+
+All three need STRIPE_API_KEY. None prints a key or a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from billbridge.backfill import DEFAULT_BATCH_SIZE, Backfill, BackfillOptions, BackfillSummary
+from billbridge.cli_common import EXIT_CONFIGURATION, EXIT_FAILURE, echo_error, friendly_errors
+from billbridge.config import Settings, load_settings
+from billbridge.errors import DeliveryError, StripeAPIError
+from billbridge.ingest import IngestService
+from billbridge.services import Services, build_services
+from billbridge.stripe.listing import StripeLister
+from billbridge.stripe.reconcile import Reconciler, reconcile_types
+from billbridge.stripe.webhook_setup import setup_webhook as create_or_update_endpoint
+from billbridge.web.operations import parse_duration
+
+
+@contextmanager
+def _stripe_job(settings: Settings) -> Iterator[tuple[Services, StripeLister]]:
+    """Services and a rate-limited Stripe lister; Stripe failures exit 1 with one line."""
+    services = build_services(settings)
+    lister: StripeLister | None = None
+    try:
+        lister = StripeLister.from_settings(settings)
+        yield services, lister
+    except StripeAPIError as exc:
+        echo_error(f"error: {exc}")
+        raise typer.Exit(EXIT_FAILURE) from None
+    finally:
+        if lister is not None:
+            lister.close()
+        asyncio.run(services.aclose())
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    if settings.stripe_api_key is None:
+        echo_error("error: STRIPE_API_KEY is not set; this command reads the Stripe API")
+        raise typer.Exit(EXIT_CONFIGURATION)
+    return settings
+
+
+def reconcile(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Look back this far (30m, 2h, 1d; at most 30d). Default: from the last "
+            "reconcile, or 3 days on the first run."
+        ),
+    ] = None,
+) -> None:
+    """Store the events Stripe has that never arrived as webhooks.
+
+    Lists Stripe's Events API for the types the enabled workflows use and stores every
+    event missing here through the webhook's own path; the worker delivers them.
+    """
+    seconds: float | None = None
+    if since is not None:
+        try:
+            seconds = parse_duration(since)
+        except ValueError as exc:
+            echo_error(f"error: --since: {exc}")
+            raise typer.Exit(EXIT_CONFIGURATION) from None
+    with friendly_errors():
+        settings = _settings()
+        with _stripe_job(settings) as (services, lister):
+            ingest = IngestService(
+                settings=settings,
+                store=services.store,
+                catalog=services.catalog,
+                metrics=services.metrics,
+                secrets=(),
+            )
+            reconciler = Reconciler(
+                store=services.store,
+                catalog=services.catalog,
+                ingest=ingest,
+                lister=lister,
+                metrics=services.metrics,
+            )
+            report = reconciler.run(seconds)
+    typer.echo(
+        f"Reconciled events created after {report.since} ({len(report.types)} types): "
+        f"{report.listed} listed, {report.recovered} recovered (missing here, now stored), "
+        f"{report.listed - report.recovered} already stored; {report.requests} Stripe "
+        f"requests in {report.seconds:.1f} s."
+    )
+
+
+def _progress_bar() -> tuple[Progress, Callable[[int], None]]:
+    console = Console(stderr=True)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed} customers"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not sys.stderr.isatty(),
+        transient=True,
+    )
+    task = progress.add_task("backfill", total=None)
+
+    def advance(done: int) -> None:
+        progress.update(task, completed=done)
+
+    return progress, advance
+
+
+def _print_summary(summary: BackfillSummary) -> None:
+    if summary.resumed_after is not None:
+        typer.echo(f"Resumed after customer {summary.resumed_after}.")
+    mode = "dry run, nothing sent" if summary.dry_run else "sent"
+    typer.echo(
+        f"Backfill ({mode}, strategy {summary.strategy}): {summary.customers} customers, "
+        f"{summary.sent} accepted by Customer.io, {summary.errors} errors; "
+        f"{summary.stripe_requests} Stripe requests ({summary.stripe_rate_limited} rate "
+        f"limited and retried), {summary.cio_requests} Customer.io requests; "
+        f"{summary.seconds:.1f} s."
+    )
+    if not summary.complete:
+        typer.echo(
+            "Stopped before the last customer: continue with `billbridge backfill --resume`."
+        )
+    for message in summary.error_messages[:10]:
+        typer.echo(f"  error: {message}")
+    if summary.dry_run and summary.sample_operation is not None:
+        typer.echo("Sample operation (POST /api/v2/batch):")
+        typer.echo(json.dumps(summary.sample_operation, indent=2, sort_keys=True))
+
+
+async def _run_backfill(
+    job: Backfill, options: BackfillOptions, services: Services
+) -> BackfillSummary:
+    """The run and the Customer.io client's close in one event loop (its connections
+    belong to the loop that opened them)."""
+    try:
+        return await job.run(options)
+    finally:
+        await services.cio.aclose()
+
+
+def backfill(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Compute every profile; send nothing.")
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many customers.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue after the last checkpoint.")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=1000, help="Identify operations per Customer.io request.")
+    ] = DEFAULT_BATCH_SIZE,
+) -> None:
+    """Import every existing Stripe customer into Customer.io with its billing profile.
+
+    Lists customers, subscriptions, charges, refunds, disputes and invoices within Stripe's
+    rate limits, and sends one identify per customer through the Track v2 batch API.
+    Resumable: `--resume` continues after the last batch Customer.io accepted.
+    """
+    with friendly_errors():
+        settings = _settings()
+        with _stripe_job(settings) as (services, lister):
+            progress, advance = _progress_bar()
+            job = Backfill(
+                settings=settings,
+                store=services.store,
+                resolver=services.resolver,
+                lister=lister,
+                cio=services.cio,
+                progress=advance,
+            )
+            options = BackfillOptions(
+                dry_run=dry_run, limit=limit, resume=resume, batch_size=batch_size
+            )
+            with progress:
+                try:
+                    summary = asyncio.run(_run_backfill(job, options, services))
+                except DeliveryError as exc:
+                    echo_error(f"error: {exc}; continue later with `billbridge backfill --resume`")
+                    raise typer.Exit(EXIT_FAILURE) from None
+    _print_summary(summary)
+    if summary.errors:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def setup_webhook(
+    url: Annotated[
+        str, typer.Option(help="The public URL of POST /webhooks/stripe.", show_default=False)
+    ],
+) -> None:
+    """Create or update the Stripe webhook endpoint for URL.
+
+    Subscribes exactly the event types the enabled workflows use, pins the API version,
+    and saves the signing secret (returned only at creation) for `serve`.
+    """
+    if not url.startswith(("https://", "http://")):
+        echo_error("error: --url must be an http(s) URL, e.g. https://example.com/webhooks/stripe")
+        raise typer.Exit(EXIT_CONFIGURATION)
+    with friendly_errors():
+        settings = _settings()
+        with _stripe_job(settings) as (services, lister):
+            types = reconcile_types(services.catalog)
+            if not types:
+                echo_error("error: no enabled workflow: enable one before creating the endpoint")
+                raise typer.Exit(EXIT_CONFIGURATION)
+            result = create_or_update_endpoint(
+                lister, url=url.strip(), event_types=types, var_dir=settings.var_dir
+            )
+    typer.echo(f"{result.action.capitalize()} webhook endpoint {result.endpoint_id}")
+    typer.echo(f"  url: {result.url}")
+    typer.echo(f"  status: {result.status}, api_version: {result.api_version or '-'}")
+    typer.echo(f"  events ({len(result.enabled_events)}): {', '.join(result.enabled_events)}")
+    if result.secret_path is not None:
+        typer.echo(
+            f"  signing secret: saved in {result.secret_path} (mode 0600); `billbridge serve` "
+            "reads it"
+        )
+    for note in result.notes:
+        typer.echo(f"  note: {note}")

@@ -1,0 +1,57 @@
+"""Plain records for access control, stored credentials and alert state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A dashboard account; `password_hash` is an argon2 (PHC string) hash."""
+
+    user_id: int
+    username: str
+    password_hash: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A live browser session with its user and its CSRF token."""
+
+    user_id: int
+    username: str
+    csrf_token: str
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class ApiTokenRecord:
+    """An API token: only its SHA-256 is stored; `prefix` identifies it in lists."""
+
+    token_id: int
+    name: str
+    prefix: str
+    created_at: float
+    revoked_at: float | None
+    last_used_at: float | None
+
+
+@dataclass(frozen=True)
+class FailedDeliveries:
+    """Deliveries that failed permanently after a watermark (for alerts)."""
+
+    count: int
+    by_workflow: dict[str, int]
+    newest_at: float | None  # updated_at of the newest one: the next watermark
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class AlertStateRecord:
+    """Where alerting stands: when the last message went out and what it covered."""
+
+    name: str
+    last_sent_at: float | None
+    watermark: float  # failures updated after this are not reported yet

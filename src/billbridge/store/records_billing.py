@@ -1,0 +1,53 @@
+"""Plain records for the billing projection (what crosses the store interface)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Stripe object kinds the projection keeps (Stripe's `object` word).
+BILLING_KINDS: tuple[str, ...] = (
+    "customer",
+    "subscription",
+    "charge",
+    "refund",
+    "invoice",
+    "dispute",
+)
+
+
+@dataclass(frozen=True)
+class BillingRow:
+    """One Stripe object snapshot ready to be written to its projection table.
+
+    Written only when `order_key` sorts after the stored row's (the ordering guard).
+    `values` are the kind's own columns; `sticky` names boolean columns set to true
+    whatever the order (e.g. an invoice that once failed). A `customer_id` fills in a row
+    stored without one (a dispute learns its customer from its charge later).
+    """
+
+    kind: str
+    stripe_id: str
+    customer_id: str | None
+    account: str | None
+    livemode: bool | None
+    created: int | None
+    watermark: int
+    order_key: str
+    values: dict[str, Any] = field(default_factory=dict)
+    sticky: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BillingState:
+    """Every projected object of one customer, as dicts of column values, by kind.
+
+    Refunds and disputes include those linked through one of the customer's charges.
+    """
+
+    customer: dict[str, Any] | None = None
+    subscriptions: tuple[dict[str, Any], ...] = ()
+    charges: tuple[dict[str, Any], ...] = ()
+    refunds: tuple[dict[str, Any], ...] = ()
+    invoices: tuple[dict[str, Any], ...] = ()
+    disputes: tuple[dict[str, Any], ...] = ()

@@ -1,0 +1,194 @@
+"""MRR normalisation, the plan-choice rule, order keys and semantic changes (pure functions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from billbridge.billing.ordering import order_key
+from billbridge.billing.profile import choose_subscription, profile_from_state
+from billbridge.billing.projection import row_for_object, state_of_objects
+from billbridge.billing.semantic import derive_changes
+from billbridge.billing.values import item_summaries, mrr_of_items, primary_item
+
+
+def _item(amount: int | None, interval: str, count: int = 1, quantity: int = 1) -> dict[str, Any]:
+    return {
+        "unit_amount": amount,
+        "interval": interval,
+        "interval_count": count,
+        "quantity": quantity,
+    }
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        (_item(3000, "month"), 3000),
+        (_item(12000, "year"), 1000),
+        (_item(3000, "month", count=3), 1000),
+        (_item(100, "day"), 3042),  # 100 * 365 / 12 = 3041.67
+        (_item(700, "week"), 3033),  # 700 * 52 / 12 = 3033.33
+        (_item(1000, "week", count=2), 2167),  # 1000 * 52 / 12 / 2 = 2166.67
+        (_item(999, "month", quantity=3), 2997),
+        (_item(10000, "year", count=2, quantity=2), 833),  # 20000 / 24 = 833.33
+    ],
+)
+def test_mrr_is_normalised_to_a_month(item: dict[str, Any], expected: int) -> None:
+    """Day, week, month and year prices with interval_count and quantity become monthly."""
+    assert mrr_of_items([item]) == expected
+
+
+def test_mrr_sums_items_exactly_then_rounds_once() -> None:
+    """Several items add up before rounding; items without amount or interval add nothing."""
+    items = [_item(100, "day"), _item(100, "day"), _item(None, "month"), _item(500, "one_time")]
+    assert mrr_of_items(items) == 6083  # 2 * 3041.67 = 6083.33
+    assert mrr_of_items([_item(None, "month")]) is None
+    assert mrr_of_items([]) is None
+
+
+def test_items_are_read_from_prices_and_legacy_plans() -> None:
+    """items.data[].price (current) and a top-level plan + quantity (old API) both read."""
+    current = {
+        "items": {
+            "data": [
+                {
+                    "price": {
+                        "id": "price_A",
+                        "product": {"id": "prod_A"},
+                        "unit_amount": 2900,
+                        "recurring": {"interval": "month", "interval_count": 1},
+                    },
+                    "quantity": 2,
+                }
+            ]
+        }
+    }
+    assert item_summaries(current) == [
+        {
+            "price_id": "price_A",
+            "product_id": "prod_A",
+            "interval": "month",
+            "interval_count": 1,
+            "unit_amount": 2900,
+            "quantity": 2,
+        }
+    ]
+    legacy = {"plan": {"id": "plan_B", "amount": 12000, "interval": "year"}, "quantity": 1}
+    assert mrr_of_items(item_summaries(legacy)) == 1000
+
+
+def test_the_primary_item_is_the_largest_monthly_amount() -> None:
+    """The plan attributes describe the item that weighs most per month."""
+    small, big = _item(12000, "year"), _item(2900, "month")
+    assert primary_item([small, big]) is big
+    assert primary_item([]) is None
+
+
+def _sub(sub_id: str, status: str, created: int) -> dict[str, Any]:
+    return {"id": sub_id, "status": status, "created": created}
+
+
+def test_plan_choice_prefers_status_rank_then_newest() -> None:
+    """active beats trialing beats past_due ... beats canceled; then the newest wins."""
+    subs = (
+        _sub("sub_old_active", "active", 100),
+        _sub("sub_new_canceled", "canceled", 300),
+        _sub("sub_trial", "trialing", 200),
+        _sub("sub_new_active", "active", 150),
+    )
+    chosen = choose_subscription(subs)
+    assert chosen is not None
+    assert chosen["id"] == "sub_new_active"
+    chosen = choose_subscription((subs[1], subs[2]))
+    assert chosen is not None
+    assert chosen["id"] == "sub_trial"
+    assert choose_subscription(()) is None
+
+
+def test_a_canceled_subscription_outranks_any_later_active_snapshot() -> None:
+    """The order key puts a terminal status before the watermark: it can't be undone."""
+    canceled = order_key("subscription", {"status": "canceled"}, 100)
+    later_active = order_key("subscription", {"status": "active"}, 200)
+    assert canceled > later_active
+
+
+def test_charge_refunds_only_grow() -> None:
+    """A snapshot with more refunded wins over a later one with less (same status)."""
+    refunded = order_key("charge", {"status": "succeeded", "amount_refunded": 500}, 100)
+    stale = order_key("charge", {"status": "succeeded", "amount_refunded": 0}, 200)
+    assert refunded > stale
+
+
+def test_profile_is_absent_when_unknown() -> None:
+    """A customer with nothing projected gets only the id: no invented zeros."""
+    assert profile_from_state("cus_1", state_of_objects([])) == {"stripe_customer_id": "cus_1"}
+
+
+def test_mrr_counts_only_active_and_past_due_subscriptions() -> None:
+    """A trial or a canceled subscription pays nothing now; an active one does."""
+    month = {"interval": "month", "interval_count": 1}
+    objects = [
+        {
+            "object": "subscription",
+            "id": f"sub_{status}",
+            "customer": "cus_1",
+            "status": status,
+            "created": 1,
+            "items": {"data": [{"price": {"id": "p", "unit_amount": 1000, "recurring": month}}]},
+        }
+        for status in ("active", "trialing", "canceled", "past_due")
+    ]
+    profile = profile_from_state("cus_1", state_of_objects(objects))
+    assert profile["mrr"] == 2000
+    assert profile["subscription_id"] == "sub_active"
+
+
+def test_an_unprojected_kind_has_no_row() -> None:
+    """Objects the profile does not need (payment intents, sessions) are not projected."""
+    assert row_for_object({"object": "payment_intent", "id": "pi_1"}, watermark=1) is None
+
+
+def _updated(previous: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    month = {"interval": "month", "interval_count": 1}
+    obj = {
+        "object": "subscription",
+        "id": "sub_1",
+        "status": "active",
+        "cancel_at_period_end": False,
+        "cancel_at": None,
+        "items": {
+            "data": [{"price": {"id": "price_pro", "unit_amount": 2900, "recurring": month}}]
+        },
+        **fields,
+    }
+    return {
+        "id": "evt_1",
+        "type": "customer.subscription.updated",
+        "created": 1,
+        "data": {"object": obj, "previous_attributes": previous},
+    }
+
+
+def test_semantic_changes_from_previous_attributes() -> None:
+    """Upgrade, downgrade, cancel scheduled and reactivated come with before/after values."""
+    month = {"interval": "month", "interval_count": 1}
+    basic = {"data": [{"price": {"id": "price_basic", "unit_amount": 900, "recurring": month}}]}
+    premium = {
+        "data": [{"price": {"id": "price_premium", "unit_amount": 9900, "recurring": month}}]
+    }
+    up = derive_changes(_updated({"items": basic}))
+    assert up["subscription_upgraded"]["before"]["mrr"] == 900
+    assert up["subscription_upgraded"]["after"]["mrr"] == 2900
+    assert up["subscription_upgraded"]["after"]["price_id"] == "price_pro"
+    down = derive_changes(_updated({"items": premium}))
+    assert set(down) == {"subscription_downgraded"}
+    scheduled = derive_changes(_updated({"cancel_at_period_end": False}, cancel_at_period_end=True))
+    assert scheduled["subscription_cancel_scheduled"]["before"]["cancel_at_period_end"] is False
+    assert scheduled["subscription_cancel_scheduled"]["after"]["cancel_at_period_end"] is True
+    undone = derive_changes(_updated({"cancel_at_period_end": True}))
+    assert set(undone) == {"subscription_reactivated"}
+    resumed = derive_changes(_updated({"status": "paused"}))
+    assert resumed["subscription_reactivated"]["before"]["status"] == "paused"
+    assert derive_changes(_updated({"metadata": {}})) == {}
