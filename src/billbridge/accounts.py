@@ -78,6 +78,30 @@ def ensure_admin_from_env(settings: Settings, store: Store) -> UserRecord | None
     return user
 
 
+DEV_ADMIN_PASSWORD_FILE = "dev-admin-password"  # noqa: S105 - a file name
+
+
+def ensure_dev_admin(settings: Settings, store: Store) -> str | None:
+    """Under `serve --dev` (what `make run` does): with no account yet and no
+    BILLBRIDGE_ADMIN_PASSWORD, create `admin` with a generated password kept in the var
+    directory (mode 0600), so the dashboard can be opened at once. Returns the password
+    when the dev admin is the account to use, else None."""
+    path = settings.var_dir / DEV_ADMIN_PASSWORD_FILE
+    if store.count_users() > 0:
+        if path.exists() and authenticate(store, "admin", path.read_text().strip()):
+            return path.read_text(encoding="utf-8").strip()
+        return None
+    if settings.admin_password is not None:
+        return None  # the lifespan creates that admin
+    password = secrets.token_urlsafe(12)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(password + "\n", encoding="utf-8")
+    create_user(store, "admin", password)
+    log.info("development admin account created", username="admin")
+    return password
+
+
 def create_api_token(store: Store, name: str) -> tuple[str, ApiTokenRecord]:
     """A new token (returned once; only its SHA-256 is stored) and its record."""
     name = name.strip()

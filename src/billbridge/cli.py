@@ -106,8 +106,28 @@ def serve(
                 f"Development webhook secret (from {settings.var_dir / DEV_SECRET_FILE}): "
                 f"{secret}\nSign test events with it: billbridge trigger customer.created"
             )
+        if dev:
+            _print_dev_login(settings, host, port)
         application = create_app(settings, run_worker=not no_worker, dev=dev)
     uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+
+
+def _print_dev_login(settings: Settings, host: str, port: int) -> None:
+    """Under --dev, make sure the dashboard can be opened and say how to log in."""
+    from billbridge.accounts import DEV_ADMIN_PASSWORD_FILE, ensure_dev_admin  # noqa: PLC0415
+    from billbridge.store import open_store  # noqa: PLC0415
+
+    store = open_store(settings.database_url)
+    try:
+        store.migrate()
+        password = ensure_dev_admin(settings, store)
+    finally:
+        store.close()
+    if password is not None:
+        typer.echo(
+            f"Dashboard: http://{host}:{port}/  user admin, password {password} "
+            f"(from {settings.var_dir / DEV_ADMIN_PASSWORD_FILE})"
+        )
 
 
 @app.command()

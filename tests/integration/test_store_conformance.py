@@ -20,6 +20,7 @@ from billbridge.store.base import Store
 from billbridge.store.records import (
     AttemptRecord,
     ClaimedDelivery,
+    Completion,
     CustomerRecord,
     DeliveryStatus,
     EventFilter,
@@ -344,6 +345,56 @@ def test_complete_records_sent_ok_and_rejects_open_statuses(store: Store) -> Non
 
 
 # Replay ----------------------------------------------------------------------------------
+
+
+def test_finish_many_records_completions_and_retries_in_one_go(store: Store) -> None:
+    """finish_many() completes, reschedules and fences each delivery as complete() and
+    reschedule() would, and appends every attempt, the fenced-out one included."""
+    store.ingest(event(1), actions(3))
+    first, second, third = sorted(store.claim_due("w", 10, 60.0), key=lambda c: c.action_index)
+    reclaimed = Completion(
+        delivery_id=third.delivery_id,
+        claim_id="not-the-owner",
+        status="succeeded",
+        attempt=attempt(),
+    )
+    owned = store.finish_many(
+        [
+            Completion(
+                delivery_id=first.delivery_id,
+                claim_id=first.claim_id,
+                status="succeeded",
+                attempt=attempt(),
+                sent_ok=True,
+            ),
+            Completion(
+                delivery_id=second.delivery_id,
+                claim_id=second.claim_id,
+                status=None,
+                attempt=attempt("retryable_error", 503),
+                error="HTTP 503",
+                retry_in=0.3,
+            ),
+            reclaimed,
+        ]
+    )
+    assert owned == [True, True, False]
+    assert store.finish_many([]) == []
+    detail = store.get_event("evt_1")
+    assert detail is not None
+    by_index = {d.action_index: d for d in detail.deliveries}
+    assert (by_index[0].status, by_index[0].sent_ok, by_index[0].attempt_count) == (
+        "succeeded",
+        True,
+        1,
+    )
+    assert (by_index[1].status, by_index[1].last_error) == ("retrying", "HTTP 503")
+    assert by_index[2].status == "pending"  # fenced out: its owner decides
+    assert [len(d.attempts) for d in detail.deliveries] == [1, 1, 1]
+    again = poll(lambda: store.claim_due("w", 10, 60.0), "the retry to become due")
+    assert [c.delivery_id for c in again] == [second.delivery_id]
+    with pytest.raises(ValueError, match="final status"):
+        store.finish_many([Completion(first.delivery_id, "x", "pending", attempt())])
 
 
 def test_replay_event_needs_force_for_sent_deliveries(store: Store) -> None:

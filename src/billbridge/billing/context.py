@@ -30,10 +30,13 @@ class BillingContext:
     changes: dict[str, Any] | None
 
 
-def _mentions(workflow: Workflow, name: str) -> bool:
+def _mentions(workflow: Workflow, name: str, memo: dict[Any, Any]) -> bool:
     """Whether the workflow's templates (or filter) may read `name` from the context."""
-    text = (workflow.filter or "") + json.dumps([a.model_dump() for a in workflow.actions])
-    return re.search(rf"\b{name}\b", text) is not None
+    key = ("mentions", id(workflow), name)  # the workflow object outlives the memo
+    if key not in memo:
+        text = (workflow.filter or "") + json.dumps([a.model_dump() for a in workflow.actions])
+        memo[key] = re.search(rf"\b{name}\b", text) is not None
+    return bool(memo[key])
 
 
 def billing_context(
@@ -42,20 +45,35 @@ def billing_context(
     action_index: int,
     event: dict[str, Any],
     person: Person,
+    *,
+    memo: dict[Any, Any] | None = None,
 ) -> BillingContext:
-    """The profile and changes the action needs (None when it needs neither)."""
+    """The profile and changes the action needs (None when it needs neither).
+
+    `memo` may be shared by the deliveries the worker decides together: a customer's
+    profile and an event's changes are then computed once for all of them.
+    """
+    memo = {} if memo is None else memo
     action = workflow.actions[action_index]
     if person.customer_id is not None and customer_id_of(event) is None:
         # A dispute (or refund) whose customer was found through its charge: remember it,
         # so that disputes_count counts it.
         link_customer(store, event, person.customer_id)
     wants_profile = (isinstance(action, IdentifyAction) and action.include_profile) or _mentions(
-        workflow, "profile"
+        workflow, "profile", memo
     )
     profile = None
     if wants_profile and person.customer_id is not None:
-        profile = compute_profile(store, person.customer_id)
-    changes = derive_changes(event, store) if _mentions(workflow, "changes") else None
+        profile_key = ("profile", person.customer_id)
+        if profile_key not in memo:
+            memo[profile_key] = compute_profile(store, person.customer_id)
+        profile = memo[profile_key]
+    changes = None
+    if _mentions(workflow, "changes", memo):
+        changes_key = ("changes", event.get("id"))
+        if changes_key not in memo:
+            memo[changes_key] = derive_changes(event, store)
+        changes = memo[changes_key]
     return BillingContext(profile=profile, changes=changes)
 
 

@@ -118,15 +118,18 @@ class DeliveryExecutor:
     # Decide -------------------------------------------------------------------------------
 
     def _decide_all(self, claims: Sequence[ClaimedDelivery]) -> list[Completion | _Ready]:
-        return [self._decide_safely(claim) for claim in claims]
+        # Shared by the deliveries decided together: an event is parsed and its person
+        # resolved once, a customer's profile computed once.
+        memo: dict[Any, Any] = {}
+        return [self._decide_safely(claim, memo) for claim in claims]
 
-    def _decide_safely(self, claim: ClaimedDelivery) -> Completion | _Ready:
+    def _decide_safely(self, claim: ClaimedDelivery, memo: dict[Any, Any]) -> Completion | _Ready:
         started = time.time()
         structlog.contextvars.bind_contextvars(
             stripe_event_id=claim.stripe_event_id, delivery_id=claim.delivery_id
         )
         try:
-            return self._decide(claim, started)
+            return self._decide(claim, started, memo)
         except Exception as exc:  # a bug must not kill the worker or lose the delivery
             log.exception("delivery crashed; it will be retried", error_type=type(exc).__name__)
             error = RetryableDeliveryError(f"internal error: {type(exc).__name__}")
@@ -135,7 +138,9 @@ class DeliveryExecutor:
         finally:
             structlog.contextvars.unbind_contextvars("stripe_event_id", "delivery_id")
 
-    def _decide(self, claim: ClaimedDelivery, started: float) -> Completion | _Ready:
+    def _decide(
+        self, claim: ClaimedDelivery, started: float, memo: dict[Any, Any]
+    ) -> Completion | _Ready:
         workflow = self._catalog.get(claim.workflow_id)
         if workflow is None:
             return _skip(claim, started, f"workflow {claim.workflow_id!r} no longer exists")
@@ -159,9 +164,15 @@ class DeliveryExecutor:
                 )
             dry_run = dry_run or self._settings.test_mode_events == "dry_run"
 
-        event: dict[str, Any] = json.loads(claim.payload)
+        event_key = ("event", claim.event_id)
+        if event_key not in memo:
+            memo[event_key] = json.loads(claim.payload)
+        event: dict[str, Any] = memo[event_key]
         try:
-            person = self._resolver.resolve(event)
+            person_key = ("person", claim.event_id)
+            if person_key not in memo:
+                memo[person_key] = self._resolver.resolve(event)
+            person = memo[person_key]
         except StripeAPIError as exc:
             if not exc.retryable:
                 raise
@@ -174,7 +185,7 @@ class DeliveryExecutor:
         deleted_reason = deleted_policy_skip(workflow, claim.action_index, event, person, policy)
         if deleted_reason is not None:
             return _skip(claim, started, deleted_reason)
-        extra = billing_context(self._store, workflow, claim.action_index, event, person)
+        extra = billing_context(self._store, workflow, claim.action_index, event, person, memo=memo)
         try:
             planned = plan_action(
                 workflow,

@@ -96,6 +96,11 @@ def read_schema_revisions(connection: Connection) -> tuple[frozenset[str], froze
     return frozenset(applied), frozenset(shipped)
 
 
+_GET_CUSTOMER = sa.select(customers).where(
+    customers.c.stripe_customer_id == sa.bindparam("stripe_customer_id", type_=sa.String())
+)
+
+
 class WakeUp:
     """An in-process wake-up that loses no signal: each thread remembers what it saw."""
 
@@ -609,8 +614,9 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
         return conn.execute(self._upsert_customer_stmt, values).first() is not None
 
     def get_customer(self, stripe_customer_id: str) -> CustomerRecord | None:
-        stmt = sa.select(customers).where(customers.c.stripe_customer_id == stripe_customer_id)
-        row = self._read(lambda conn: conn.execute(stmt).first())
+        # Read for most deliveries (identity resolution): the statement is built once.
+        parameters = {"stripe_customer_id": stripe_customer_id}
+        row = self._read(lambda conn: conn.execute(_GET_CUSTOMER, parameters).first())
         return None if row is None else queries.customer_record(row)
 
     # Workflows ----------------------------------------------------------------------------

@@ -36,6 +36,35 @@ Insert = sqlite.Insert | postgresql.Insert
 STICKY_COLUMNS = frozenset({"deleted", "payment_failed"})
 
 
+# The reads of one customer's billing state, built once (constructing them on every call
+# cost more than running them). `customer_id` is bound at execution.
+_CUSTOMER_ID: sa.BindParameter[str] = sa.bindparam("customer_id", type_=sa.String())
+_OWN_CHARGES = sa.select(billing_charges.c.id).where(billing_charges.c.customer_id == _CUSTOMER_ID)
+_CUSTOMER_QUERY = sa.select(billing_customers).where(billing_customers.c.id == _CUSTOMER_ID)
+
+
+def _own(table: sa.Table) -> sa.Select[Any]:
+    return sa.select(table).where(table.c.customer_id == _CUSTOMER_ID).order_by(table.c.id)
+
+
+def _linked(table: sa.Table) -> sa.Select[Any]:
+    """Rows of the customer, or of one of the customer's charges (disputes, refunds)."""
+    return (
+        sa.select(table)
+        .where(sa.or_(table.c.customer_id == _CUSTOMER_ID, table.c.charge_id.in_(_OWN_CHARGES)))
+        .order_by(table.c.id)
+    )
+
+
+_STATE_QUERIES: dict[str, sa.Select[Any]] = {
+    "subscriptions": _own(billing_subscriptions),
+    "charges": _own(billing_charges),
+    "refunds": _linked(billing_refunds),
+    "invoices": _own(billing_invoices),
+    "disputes": _linked(billing_disputes),
+}
+
+
 def _row_dict(row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
     data.pop("updated_at", None)
@@ -94,39 +123,71 @@ class SqlBillingMixin(Store):
         for column in table.c:  # flags not named default to false on first insert
             if column.name not in values and column.name != "updated_at" and not column.nullable:
                 values[column.name] = False
-        stmt = self._insert(table).values(values).values(updated_at=self._now_expr)
-        updated = [name for name in values if name != "id" and name not in STICKY_COLUMNS]
-        upsert = stmt.on_conflict_do_update(
-            index_elements=[table.c.id],
-            set_={
-                **{name: stmt.excluded[name] for name in updated},
-                # What a snapshot lacks (a deleted stub's fields, a dispute's customer) is
-                # kept from the stored row rather than forgotten.
-                **{
-                    name: sa.func.coalesce(stmt.excluded[name], table.c[name])
-                    for name in ("customer_id", "account", "livemode", "created")
-                },
-                "updated_at": stmt.excluded.updated_at,
-            },
-            where=table.c.order_key < stmt.excluded.order_key,
-        ).returning(table.c.id)
-        changed = conn.execute(upsert).first() is not None
+        upsert = self._billing_sql(("upsert", table.name, *values), table)
+        changed = self._run_text(conn, upsert, values, returns_row=True)
         # Sticky flags (set whatever the order) and a customer learnt late: outside the guard.
         for flag in row.sticky:
-            result = conn.execute(
-                sa.update(table)
-                .where(table.c.id == row.stripe_id, table.c[flag].is_(False))
-                .values({flag: True, "updated_at": self._now_expr})
-            )
-            changed = changed or result.rowcount > 0
+            statement = self._billing_sql(("sticky", table.name, flag), table)
+            changed = self._run_text(conn, statement, {"id": row.stripe_id}) or changed
         if row.customer_id is not None:
-            result = conn.execute(
-                sa.update(table)
-                .where(table.c.id == row.stripe_id, table.c.customer_id.is_(None))
-                .values(customer_id=row.customer_id, updated_at=self._now_expr)
-            )
-            changed = changed or result.rowcount > 0
+            statement = self._billing_sql(("customer", table.name), table)
+            parameters = {"id": row.stripe_id, "customer_id": row.customer_id}
+            changed = self._run_text(conn, statement, parameters) or changed
         return changed
+
+    def _run_text(
+        self,
+        conn: Connection,
+        statement: sa.TextClause,
+        parameters: dict[str, Any],
+        *,
+        returns_row: bool = False,
+    ) -> bool:
+        """Run one projection statement; True when it wrote (a row came back, or a row
+        changed). The SQLite driver runs it on the raw connection, without SQLAlchemy."""
+        result = conn.execute(statement, parameters)
+        return result.first() is not None if returns_row else result.rowcount > 0
+
+    def _billing_sql(self, key: tuple[str, ...], table: sa.Table) -> sa.TextClause:
+        """The projection's write statements as plain SQL, built once per shape: building
+        SQLAlchemy constructs per row cost more than the writes themselves on the ingest
+        path. Names come from our own tables, never from input."""
+        cache: dict[tuple[str, ...], sa.TextClause] = self.__dict__.setdefault(
+            "_billing_statements", {}
+        )
+        statement = cache.get(key)
+        if statement is not None:
+            return statement
+        name, now = table.name, str(self._now_expr)
+        if key[0] == "upsert":
+            columns = key[2:]
+            kept = ("customer_id", "account", "livemode", "created")
+            sets = [
+                f"{c} = COALESCE(excluded.{c}, {name}.{c})" if c in kept else f"{c} = excluded.{c}"
+                for c in columns
+                if c != "id" and c not in STICKY_COLUMNS
+            ]
+            sql = (
+                f"INSERT INTO {name} ({', '.join(columns)}, updated_at)"  # noqa: S608
+                f" VALUES ({', '.join(':' + c for c in columns)}, {now})"
+                f" ON CONFLICT (id) DO UPDATE SET {', '.join(sets)},"
+                " updated_at = excluded.updated_at"
+                f" WHERE {name}.order_key < excluded.order_key RETURNING id"
+            )
+        elif key[0] == "sticky":
+            flag = key[2]
+            sql = (
+                f"UPDATE {name} SET {flag} = true, updated_at = {now}"  # noqa: S608
+                f" WHERE id = :id AND {flag} = false"
+            )
+        else:
+            sql = (
+                f"UPDATE {name} SET customer_id = :customer_id, updated_at = {now}"  # noqa: S608
+                " WHERE id = :id AND customer_id IS NULL"
+            )
+        statement = sa.text(sql)
+        cache[key] = statement
+        return statement
 
     # Reads --------------------------------------------------------------------------------
 
@@ -136,34 +197,16 @@ class SqlBillingMixin(Store):
     @staticmethod
     def _billing_state(conn: Connection, customer_id: str) -> BillingState:
         def rows(stmt: sa.Select[Any]) -> tuple[dict[str, Any], ...]:
-            return tuple(_row_dict(row) for row in conn.execute(stmt))
+            return tuple(_row_dict(row) for row in conn.execute(stmt, {"customer_id": customer_id}))
 
-        customer = conn.execute(
-            sa.select(billing_customers).where(billing_customers.c.id == customer_id)
-        ).first()
-        own_charges = sa.select(billing_charges.c.id).where(
-            billing_charges.c.customer_id == customer_id
-        )
-
-        def linked(table: sa.Table) -> sa.Select[Any]:
-            return (
-                sa.select(table)
-                .where(
-                    sa.or_(table.c.customer_id == customer_id, table.c.charge_id.in_(own_charges))
-                )
-                .order_by(table.c.id)
-            )
-
-        def own(table: sa.Table) -> sa.Select[Any]:
-            return sa.select(table).where(table.c.customer_id == customer_id).order_by(table.c.id)
-
+        customer = conn.execute(_CUSTOMER_QUERY, {"customer_id": customer_id}).first()
         return BillingState(
             customer=None if customer is None else _row_dict(customer),
-            subscriptions=rows(own(billing_subscriptions)),
-            charges=rows(own(billing_charges)),
-            refunds=rows(linked(billing_refunds)),
-            invoices=rows(own(billing_invoices)),
-            disputes=rows(linked(billing_disputes)),
+            subscriptions=rows(_STATE_QUERIES["subscriptions"]),
+            charges=rows(_STATE_QUERIES["charges"]),
+            refunds=rows(_STATE_QUERIES["refunds"]),
+            invoices=rows(_STATE_QUERIES["invoices"]),
+            disputes=rows(_STATE_QUERIES["disputes"]),
         )
 
     def get_billing_object(self, kind: str, stripe_id: str) -> dict[str, Any] | None:
