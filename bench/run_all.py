@@ -633,25 +633,42 @@ class Bench:
         print("  " + check_stored(acked, proc.db, "ref_events", via_store=False), flush=True)
         return results
 
-    def end_to_end(self, cio: CioReceiver, worker_concurrency: int) -> tuple[float, float, float]:
-        """Returns (calls/s, RSS after MB, peak RSS MB)."""
+    def end_to_end(
+        self, cio: CioReceiver, worker_concurrency: int, *, split: bool = False
+    ) -> tuple[float, float, float]:
+        """Returns (calls/s, RSS after MB, peak RSS MB). With `split`, the documented
+        scale-out shape: `serve --no-worker` takes the webhooks and a `billbridge worker`
+        process delivers (two processes, one per core)."""
         cio.reset()
-        proc = self.start_billbridge(
-            f"bb-e2e-{worker_concurrency}",
-            {
-                "CUSTOMERIO_SITE_ID": CIO_SITE_ID,
-                "CUSTOMERIO_TRACK_API_KEY": CIO_TRACK_KEY,
-                "CUSTOMERIO_TRACK_URL": cio.url,
-                "CUSTOMERIO_APP_URL": cio.url,
-                "BILLBRIDGE_WORKER_CONCURRENCY": str(worker_concurrency),
-            },
-            [],
-        )
+        name = f"bb-e2e-{worker_concurrency}" + ("-split" if split else "")
+        cio_env = {
+            "CUSTOMERIO_SITE_ID": CIO_SITE_ID,
+            "CUSTOMERIO_TRACK_API_KEY": CIO_TRACK_KEY,
+            "CUSTOMERIO_TRACK_URL": cio.url,
+            "CUSTOMERIO_APP_URL": cio.url,
+            "BILLBRIDGE_WORKER_CONCURRENCY": str(worker_concurrency),
+        }
+        proc = self.start_billbridge(name, cio_env, ["--no-worker"] if split else [])
         db = proc.db
+        worker: Proc | None = None
+        if split:
+            env = clean_env(
+                {
+                    "DATABASE_URL": f"sqlite:///{db}",
+                    "STRIPE_WEBHOOK_SECRET": SECRET,
+                    "BILLBRIDGE_VAR_DIR": str(db.parent / "var"),
+                    **cio_env,
+                }
+            )
+            worker = self.procs.start(
+                Proc(f"{name}-worker", [BILLBRIDGE, "worker"], env, db.parent)
+            )
         rss_start = rss_bytes(proc.pid) / MB
-        events = make_events(E2E_TYPES, self.o.e2e_events, f"e{worker_concurrency}")
+        events = make_events(E2E_TYPES, self.o.e2e_events, f"e{worker_concurrency}{split}")
         deadline_s = self.o.phase_timeout + self.o.e2e_events / 100
         pids = {"serve": proc.pid, f"Customer.io {cio.kind}": cio.proc.pid}
+        if worker is not None:
+            pids["worker"] = worker.pid
         with RssSampler(proc.pid) as sampler, CpuMeter(pids) as cpu:
             loader, collect = start_loadgen(
                 self.workdir,
@@ -695,8 +712,9 @@ class Bench:
         calls_per_s = calls / span if done else 0.0
         sent_per_s = sent / span if done else 0.0
         posted = load.data
+        shape = "serve --no-worker + billbridge worker" if split else "serve (in-process worker)"
         print(
-            f"  worker concurrency {worker_concurrency}: posted {posted['requests']} events over "
+            f"  {shape}, worker concurrency {worker_concurrency}: posted {posted['requests']} events over "
             f"{self.o.e2e_connections} connections in {posted['elapsed_s']:.2f} s "
             f"({posted['rps']:.0f} ev/s, p99 {posted['latency_ms']['p99']:.1f} ms, "
             f"statuses {posted['status_counts']})",
@@ -729,6 +747,9 @@ class Bench:
             f"({sampler.samples} samples every 100 ms), {rss_after:.1f} MB after the run",
             flush=True,
         )
+        if worker is not None:
+            print(f"    worker RSS after the run: {rss_bytes(worker.pid) / MB:.1f} MB", flush=True)
+            worker.stop()
         proc.stop()
         return max(calls_per_s, sent_per_s), rss_after, sampler.peak / MB
 
@@ -798,17 +819,21 @@ class Bench:
                 flush=True,
             )
             memory: list[tuple[int, float, float]] = []
-            for worker_concurrency in self.o.worker_concurrencies:
+            shapes = [(c, False) for c in self.o.worker_concurrencies]
+            shapes.append((max(self.o.worker_concurrencies), True))
+            for worker_concurrency, split in shapes:
                 cio = CioReceiver(self.o.cio, self.procs, self.workdir)  # a fresh one each time
                 try:
-                    calls, after, peak = self.end_to_end(cio, worker_concurrency)
+                    calls, after, peak = self.end_to_end(cio, worker_concurrency, split=split)
                 finally:
                     cio.proc.stop()
-                memory.append((worker_concurrency, after, peak))
+                if not split:
+                    memory.append((worker_concurrency, after, peak))
                 ok = calls >= TARGET_CALLS_PER_S
+                label = "serve --no-worker + worker" if split else "serve"
                 self.summary.append(
                     (
-                        f"e2e calls/s, worker concurrency {worker_concurrency}",
+                        f"e2e calls/s, {label}, worker concurrency {worker_concurrency}",
                         f"{calls:.0f}",
                         f"{'PASS' if ok else 'MISS'} (>= {TARGET_CALLS_PER_S:.0f})",
                     )
@@ -847,7 +872,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--concurrency", default="16,64", help="ingest connections, a list")
     parser.add_argument("--e2e-events", type=int, default=5000)
     parser.add_argument("--e2e-connections", type=int, default=16)
-    parser.add_argument("--worker-concurrency", default="32,64", help="a list")
+    parser.add_argument("--worker-concurrency", default="64,512", help="a list")
     parser.add_argument(
         "--cio",
         choices=("fake", "sink"),

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     track_batching: Literal["auto", "off"] = Field(
         default="auto", alias="BILLBRIDGE_TRACK_BATCHING"
     )
-    worker_concurrency: int = Field(default=64, alias="BILLBRIDGE_WORKER_CONCURRENCY", ge=1)
+    worker_concurrency: int = Field(default=512, alias="BILLBRIDGE_WORKER_CONCURRENCY", ge=1)
     lease_seconds: float = Field(default=60.0, alias="BILLBRIDGE_LEASE_SECONDS", gt=0)
     log_format: Literal["console", "json"] = Field(default="console", alias="BILLBRIDGE_LOG_FORMAT")
     log_level: str = Field(default="INFO", alias="BILLBRIDGE_LOG_LEVEL")

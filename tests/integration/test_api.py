@@ -384,6 +384,27 @@ def test_workflow_test_defaults_to_a_sample_and_accepts_a_stored_event(api: Api)
     assert step["request"]["body"]["data"]["stripe_event_id"] == stored["id"]
 
 
+def test_workflow_test_sends_the_billing_profile_as_a_delivery_would(api: Api) -> None:
+    """A dry run of an identify with the profile shows the attributes computed from what
+    is stored (here a subscription), exactly as the worker would send them."""
+    subscription = _event(
+        "customer.subscription.created", customer_id="cus_profile", email="p@example.com"
+    )
+    api.webhook(subscription)
+    response = api.client.post(
+        "/api/workflows/subscription-created/test",
+        json={"stripe_event_id": subscription["id"]},
+    )
+    assert response.status_code == 200, response.text
+    identify = next(
+        step for step in response.json()["requests"] if step["request"]["method"] == "PUT"
+    )
+    body = identify["request"]["body"]
+    assert body["subscription_id"] == subscription["data"]["object"]["id"]
+    assert body["subscription_status"] == subscription["data"]["object"]["status"]
+    assert body["mrr"] > 0
+
+
 def test_workflow_test_errors(api: Api) -> None:
     """Unknown workflow or stored event is 404; two event sources at once is 422; an event
     without a customer is skipped with the reason."""

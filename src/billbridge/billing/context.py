@@ -47,15 +47,17 @@ def billing_context(
     person: Person,
     *,
     memo: dict[Any, Any] | None = None,
+    record_links: bool = True,
 ) -> BillingContext:
     """The profile and changes the action needs (None when it needs neither).
 
     `memo` may be shared by the deliveries the worker decides together: a customer's
     profile and an event's changes are then computed once for all of them.
+    `record_links=False` (dry runs) writes nothing.
     """
     memo = {} if memo is None else memo
     action = workflow.actions[action_index]
-    if person.customer_id is not None and customer_id_of(event) is None:
+    if record_links and person.customer_id is not None and customer_id_of(event) is None:
         # A dispute (or refund) whose customer was found through its charge: remember it,
         # so that disputes_count counts it.
         link_customer(store, event, person.customer_id)

@@ -1,6 +1,6 @@
 """Worker: claims due deliveries in batches under a lease; at most `concurrency` in flight.
 
-    worker = Worker(store, executor, concurrency=64, lease_seconds=60)
+    worker = Worker(store, executor, concurrency=512, lease_seconds=60)
     await worker.run(stop_event)      # returns after stop_event is set and work drained
 
 It sleeps on the store's wake-up (`wait_for_work`: an in-process signal on SQLite,
@@ -42,7 +42,7 @@ class Worker:
         store: Store,
         executor: DeliveryExecutor,
         *,
-        concurrency: int = 64,
+        concurrency: int = 512,
         lease_seconds: float = 60.0,
         poll_interval: float = 0.5,  # seconds between polls when nothing wakes us
         drain_timeout: float = 10.0,  # seconds to let running deliveries finish on stop

@@ -15,10 +15,13 @@ from typing import Any, Literal
 
 import anyio
 
+from billbridge.billing.context import billing_context, deleted_policy_skip
+from billbridge.config import Settings
 from billbridge.customerio.requests import CioRequest
 from billbridge.errors import StripeAPIError
-from billbridge.identity import IdentityResolver, Person, Unresolved
+from billbridge.identity import Person, Unresolved
 from billbridge.services import Services
+from billbridge.store.base import Store
 from billbridge.workflows.model import Workflow
 from billbridge.workflows.planner import Skip, plan_action
 from billbridge.workflows.templates import TemplateError
@@ -63,13 +66,37 @@ def _all(workflow: Workflow, status: StepStatus, reason: str) -> list[PreviewSte
 
 
 def plan_steps(
-    workflow: Workflow, event: dict[str, Any], person: Person, *, identifier_mode: str
+    workflow: Workflow,
+    event: dict[str, Any],
+    person: Person,
+    *,
+    settings: Settings,
+    store: Store,
 ) -> list[PreviewStep]:
-    """Plan every action of `workflow` for `event` and `person` (pure, no I/O)."""
+    """Plan every action of `workflow` for `event` and `person` as a delivery would: with
+    the billing profile and semantic changes as they are now (read, never written)."""
     steps: list[PreviewStep] = []
+    memo: dict[Any, Any] = {}
+    policy = settings.customer_deleted_policy
     for index, action in enumerate(workflow.actions):
         try:
-            planned = plan_action(workflow, index, event, person, identifier_mode=identifier_mode)
+            skip_reason = deleted_policy_skip(workflow, index, event, person, policy)
+            if skip_reason is not None:
+                steps.append(PreviewStep(index, action.type, "skipped", reason=skip_reason))
+                continue
+            extra = billing_context(
+                store, workflow, index, event, person, memo=memo, record_links=False
+            )
+            planned = plan_action(
+                workflow,
+                index,
+                event,
+                person,
+                identifier_mode=settings.identifier,
+                profile=extra.profile,
+                changes=extra.changes,
+                deleted_policy=policy,
+            )
         except (TemplateError, ValueError) as exc:
             steps.append(PreviewStep(index, action.type, "error", reason=str(exc)))
             continue
@@ -84,24 +111,20 @@ def plan_steps(
     return steps
 
 
-def preview_sync(
-    resolver: IdentityResolver, identifier_mode: str, workflow: Workflow, event: dict[str, Any]
-) -> Preview:
+def preview_sync(services: Services, workflow: Workflow, event: dict[str, Any]) -> Preview:
     """Resolve the person (may read the store and the Stripe API), then plan each action."""
     try:
-        person = resolver.resolve(event)
+        person = services.resolver.resolve(event)
     except StripeAPIError as exc:
         return Preview(None, _all(workflow, "error", f"could not resolve the person: {exc}"))
     if isinstance(person, Unresolved):
         return Preview(None, _all(workflow, "skipped", person.reason))
-    return Preview(person, plan_steps(workflow, event, person, identifier_mode=identifier_mode))
+    steps = plan_steps(workflow, event, person, settings=services.settings, store=services.store)
+    return Preview(person, steps)
 
 
 async def preview_workflow(
     services: Services, workflow: Workflow, event: dict[str, Any]
 ) -> Preview:
     """Dry-run `workflow` on `event` in a worker thread (resolution may block on I/O)."""
-    identifier_mode = services.settings.identifier
-    return await anyio.to_thread.run_sync(
-        lambda: preview_sync(services.resolver, identifier_mode, workflow, event)
-    )
+    return await anyio.to_thread.run_sync(lambda: preview_sync(services, workflow, event))
