@@ -714,8 +714,8 @@ class Bench:
         posted = load.data
         shape = "serve --no-worker + billbridge worker" if split else "serve (in-process worker)"
         print(
-            f"  {shape}, worker concurrency {worker_concurrency}: posted {posted['requests']} events over "
-            f"{self.o.e2e_connections} connections in {posted['elapsed_s']:.2f} s "
+            f"  {shape}, worker concurrency {worker_concurrency}: posted "
+            f"{posted['requests']} events over {self.o.e2e_connections} connections in {posted['elapsed_s']:.2f} s "
             f"({posted['rps']:.0f} ev/s, p99 {posted['latency_ms']['p99']:.1f} ms, "
             f"statuses {posted['status_counts']})",
             flush=True,
