@@ -715,7 +715,8 @@ class Bench:
         shape = "serve --no-worker + billbridge worker" if split else "serve (in-process worker)"
         print(
             f"  {shape}, worker concurrency {worker_concurrency}: posted "
-            f"{posted['requests']} events over {self.o.e2e_connections} connections in {posted['elapsed_s']:.2f} s "
+            f"{posted['requests']} events over {self.o.e2e_connections} connections "
+            f"in {posted['elapsed_s']:.2f} s "
             f"({posted['rps']:.0f} ev/s, p99 {posted['latency_ms']['p99']:.1f} ms, "
             f"statuses {posted['status_counts']})",
             flush=True,
