@@ -1,4 +1,5 @@
-"""Alerts: URL checks, grouped Slack messages, the generic webhook and the test button."""
+"""Alerts: URL checks, grouped Slack messages, the generic webhook, the Customer.io email,
+a stalled queue, and the test button."""
 
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from billbridge.alerts.config import AlertConfig, AlertURLError, check_alert_url
+from billbridge.alerts.config import AlertConfig, AlertEmail, AlertURLError, check_alert_url
 from billbridge.alerts.monitor import AlertMonitor, save_alert_config
 from billbridge.secret_box import SecretBox
 from billbridge.services import build_services
+from tests.fakes.customerio import FakeCustomerIO
 from tests.integration.test_store_conformance import actions, attempt, claim_all, event
 from tests.support.auth import AUTH
 from tests.support.dashboard import csrf_from, dashboard_settings, logged_in, running_dashboard
-from tests.support.live_server import serve_app
+from tests.support.live_server import serve_app, wait_until
 
 
 class Receiver:
@@ -172,3 +174,42 @@ def test_alerts_page_saves_through_the_form(tmp_path: Path, receiver: tuple[str,
         tested = client.post("/settings/alerts/test", data={"csrf_token": form["csrf_token"]})
         assert "Test alert sent." in tested.text
         assert got.bodies[-1]["text"].startswith("Billbridge test alert")
+
+
+def test_a_stalled_queue_is_alerted_by_email_through_customerio(tmp_path: Path) -> None:
+    """A due delivery waiting longer than the stall threshold sends one email through a
+    Customer.io transactional message, with the alert's fields as its message data."""
+    with FakeCustomerIO() as cio:
+        settings = dashboard_settings(tmp_path, **cio.settings_env())
+        services = build_services(settings)
+        try:
+            box = SecretBox.from_settings(settings)
+            config = AlertConfig(
+                email=AlertEmail(transactional_message_id="7", to="ops@example.com"),
+                on_failures=False,
+                stall_minutes=0.001,  # 60 ms
+                group_minutes=10,
+            )
+            save_alert_config(services, box, config)
+            services.store.ingest(event("stalled"), actions(1, "welcome"))  # no worker runs
+            wait_until(lambda: services.store.stats().oldest_pending_age >= 0.06)
+
+            async def check_twice() -> tuple[Any, Any]:
+                # One event loop: the Customer.io client belongs to the loop it first ran in.
+                monitor = AlertMonitor(services)
+                first = await monitor.check_once()
+                again = await monitor.check_once()
+                await services.aclose()
+                return first, again
+
+            results, again = asyncio.run(check_twice())
+            assert results is not None
+            assert [r.ok for r in results] == [True]
+            (send,) = cio.sends
+            assert send["body"]["to"] == "ops@example.com"
+            assert send["body"]["transactional_message_id"] in ("7", 7)
+            assert send["body"]["message_data"]["kind"] == "stall"
+            assert send["body"]["message_data"]["queue_depth"] == 1
+            assert again is None  # grouped: one message per window
+        finally:
+            services.store.close()

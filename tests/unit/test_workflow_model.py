@@ -294,3 +294,16 @@ def test_event_type_list_ships_with_the_package() -> None:
     assert described["charge.failed"].object_type == "Charge"
     for workflow in default_workflows():
         assert all(is_known_event_type(name) for name in workflow.trigger.events)
+
+
+def test_the_id_new_is_reserved_for_the_dashboards_create_page() -> None:
+    """`new` cannot be a workflow id: /workflows/new is the create page."""
+    data = {
+        "id": "new",
+        "name": "New",
+        "trigger": {"events": ["charge.failed"]},
+        "actions": [{"type": "track_event", "name": "x"}],
+    }
+    with pytest.raises(WorkflowValidationError) as caught:
+        validate_workflow(data)
+    assert "reserved" in caught.value.problems["id"]

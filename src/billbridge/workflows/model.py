@@ -35,6 +35,7 @@ from billbridge.workflows.templates import filter_syntax_problem, template_probl
 
 WORKFLOW_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _WORKFLOW_ID = re.compile(WORKFLOW_ID_PATTERN)
+RESERVED_WORKFLOW_IDS = frozenset({"new"})  # /workflows/new is the create page
 
 TriggerMode = Literal["live", "test", "any"]
 TemplateMapping = dict[str, JsonValue]
@@ -209,6 +210,13 @@ class Workflow(_Frozen):
     filter: str | None = None
     actions: list[Action] = Field(min_length=1, max_length=50)
 
+    @field_validator("id")
+    @classmethod
+    def _id_not_reserved(cls, workflow_id: str) -> str:
+        if workflow_id in RESERVED_WORKFLOW_IDS:
+            raise ValueError(f"{workflow_id!r} is reserved (a dashboard page); choose another id")
+        return workflow_id
+
     @field_validator("name")
     @classmethod
     def _name_not_blank(cls, name: str) -> str:
@@ -335,4 +343,4 @@ def validate_workflow(data: Mapping[str, Any]) -> Workflow:
 
 def is_valid_workflow_id(workflow_id: str) -> bool:
     """Whether `workflow_id` is a valid slug (for URLs and CLI arguments)."""
-    return _WORKFLOW_ID.match(workflow_id) is not None
+    return _WORKFLOW_ID.match(workflow_id) is not None and workflow_id not in RESERVED_WORKFLOW_IDS
