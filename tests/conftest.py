@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -23,6 +24,14 @@ PG_ADMIN_URL = os.environ.get(
 )
 STORE_TABLES = ("attempts", "deliveries", "events", "workflows", "customers", "meta")
 ACCESS_TABLES = ("users", "sessions", "api_tokens", "credentials", "alert_settings", "alert_state")
+BILLING_TABLES = (
+    "billing_customers",
+    "billing_subscriptions",
+    "billing_charges",
+    "billing_refunds",
+    "billing_invoices",
+    "billing_disputes",
+)
 
 
 def _admin_connection() -> psycopg.Connection[tuple[object, ...]]:
@@ -42,10 +51,10 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'billbridge.db'}"
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for the session, dropped at the end."""
-    name = f"billbridge_test_{secrets.token_hex(6)}"
+@contextmanager
+def _fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """Create an empty PostgreSQL database; yield its SQLAlchemy URL; drop it afterwards."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
     with _admin_connection() as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
@@ -55,6 +64,21 @@ def postgres_url() -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for the session, dropped at the end."""
+    with _fresh_postgres_database("billbridge_test") as url:
+        yield url
+
+
+@pytest.fixture
+def own_postgres_url() -> Iterator[str]:
+    """An empty PostgreSQL database of this test's own (it may kill servers using it or
+    refuse connections to it), dropped after the test."""
+    with _fresh_postgres_database("billbridge_own") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +97,9 @@ def _truncate_postgres(url: str) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
             sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
-                sql.SQL(", ").join(sql.Identifier(table) for table in STORE_TABLES + ACCESS_TABLES)
+                sql.SQL(", ").join(
+                    sql.Identifier(table) for table in STORE_TABLES + ACCESS_TABLES + BILLING_TABLES
+                )
             )
         )
 

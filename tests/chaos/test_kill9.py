@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
 from billbridge.stripe.samples import sample_event
@@ -24,22 +21,13 @@ from tests.support.live_server import ServeProcess, wait_until
 SECRET = "whsec_chaos_secret_value"
 EVENTS = 240
 KILL_AFTER = 80  # acknowledged events before the kill
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/chaos.db"
-        return
-    name = f"billbridge_chaos_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return f"sqlite:///{tmp_path}/chaos.db"
+    return str(request.getfixturevalue("own_postgres_url"))
 
 
 @pytest.mark.slow

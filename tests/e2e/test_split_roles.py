@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
 from billbridge.store import open_store
@@ -22,32 +19,19 @@ from tests.fakes.customerio import FakeCustomerIO
 from tests.support.live_server import BILLBRIDGE, ServeProcess, wait_until
 
 SECRET = "whsec_split_roles"
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 EVENTS = 60
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    name = f"billbridge_split_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_two_workers_share_the_queue_without_double_claims(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, own_postgres_url: str
 ) -> None:
     """Deliveries from one HTTP process are spread over two workers, each attempted once."""
     with FakeCustomerIO() as cio:
         env = {
             **cio.settings_env(),
-            "DATABASE_URL": database_url,
+            "DATABASE_URL": own_postgres_url,
             "STRIPE_WEBHOOK_SECRET": SECRET,
         }
         server = ServeProcess(env, cwd=tmp_path, args=("--no-worker",)).start()
@@ -86,7 +70,7 @@ def test_two_workers_share_the_queue_without_double_claims(
             )
             counts = Counter(e["data"]["stripe_event_id"] for e in cio.events)
             assert all(counts[event_id] == 1 for event_id in ids)
-            store = open_store(database_url)
+            store = open_store(own_postgres_url)
             try:
 
                 def all_final() -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -172,26 +171,11 @@ def test_rejection_never_echoes_the_signature_or_secret(server: Server) -> None:
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-@pytest.fixture
-def outage_database() -> Iterator[str]:
-    """A PostgreSQL database of this test's own (it will refuse connections for a while)."""
-    dbname = f"billbridge_outage_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-    try:
-        yield dbname
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-
-
 @pytest.mark.postgres
-def test_store_outage_answers_503_and_stores_nothing(outage_database: str) -> None:
+def test_store_outage_answers_503_and_stores_nothing(own_postgres_url: str) -> None:
     """While PostgreSQL refuses connections the webhook answers 503; afterwards 200."""
-    dbname = outage_database
-    app = create_app(
-        _settings(f"postgresql+psycopg://postgres@127.0.0.1:5432/{dbname}"), run_worker=False
-    )
+    dbname = own_postgres_url.rsplit("/", 1)[1]
+    app = create_app(_settings(own_postgres_url), run_worker=False)
     admin = ADMIN_URL
     with serve_app(app) as url:
         server = Server(url, app.state.services.store)
