@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from billbridge.billing.projection import rows_for_event
+from billbridge.billing.semantic import derive_changes, payload_only_change_filter
 from billbridge.config import Settings
 from billbridge.errors import StoreUnavailableError, WebhookRejected
 from billbridge.observability import Metrics
@@ -66,6 +68,29 @@ class IngestService:
             return []
         return self._catalog.deliveries_for(event_type, livemode)
 
+    def _deliveries_for_event(self, event: dict[str, Any]) -> list[NewDelivery]:
+        """`deliveries_for`, with the semantic-event workflows that cannot fire decided now.
+
+        A workflow whose whole filter is `changes.<name>`, for a change read from the event
+        alone (not `payment_recovered`, which also reads the projection), is stored as
+        skipped with the reason the worker would give, instead of costing the worker a
+        claim, a decision and a record. Any other filter is evaluated at delivery.
+        """
+        deliveries = self.deliveries_for(event["type"], bool(event["livemode"]))
+        changes: dict[str, Any] | None = None
+        decided: list[NewDelivery] = []
+        for delivery in deliveries:
+            workflow = self._catalog.get(delivery.workflow_id)
+            name = payload_only_change_filter(workflow.filter if workflow else None)
+            if name is not None:
+                changes = derive_changes(event) if changes is None else changes
+                if name not in changes:
+                    reason = f"filter did not match: changes.{name}"
+                    decided.append(replace(delivery, status="skipped", reason=reason))
+                    continue
+            decided.append(delivery)
+        return decided
+
     def store_event(self, event: dict[str, Any], raw: str, source: EventSource) -> IngestResult:
         """Store a parsed, trusted event through the same path as a webhook (also used by
         reconcile and backfill), and apply its objects to the billing projection in the
@@ -82,7 +107,7 @@ class IngestService:
         """Everything one event writes, in `Store.ingest`'s argument order."""
         return (
             new_event_from(event, raw, source),
-            self.deliveries_for(event["type"], bool(event["livemode"])),
+            self._deliveries_for_event(event),
             customer_record_from(event),
             self._settings.retry_window,
             rows_for_event(event),

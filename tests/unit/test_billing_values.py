@@ -9,7 +9,7 @@ import pytest
 from billbridge.billing.ordering import order_key
 from billbridge.billing.profile import choose_subscription, profile_from_state
 from billbridge.billing.projection import row_for_object, state_of_objects
-from billbridge.billing.semantic import derive_changes
+from billbridge.billing.semantic import derive_changes, payload_only_change_filter
 from billbridge.billing.values import item_summaries, mrr_of_items, primary_item
 
 
@@ -192,3 +192,22 @@ def test_semantic_changes_from_previous_attributes() -> None:
     resumed = derive_changes(_updated({"status": "paused"}))
     assert resumed["subscription_reactivated"]["before"]["status"] == "paused"
     assert derive_changes(_updated({"metadata": {}})) == {}
+
+
+@pytest.mark.parametrize(
+    ("workflow_filter", "name"),
+    [
+        ("changes.subscription_upgraded", "subscription_upgraded"),
+        ("{{ changes.trial_will_end }}", "trial_will_end"),
+        ("  changes.subscription_reactivated ", "subscription_reactivated"),
+        ("changes.payment_recovered", None),  # needs the projection: decided at delivery
+        ("changes.subscription_upgraded and object.livemode", None),
+        ("object.amount > 100", None),
+        (None, None),
+    ],
+)
+def test_only_whole_payload_change_filters_are_decided_at_ingest(
+    workflow_filter: str | None, name: str | None
+) -> None:
+    """Ingest decides a filter only when it is exactly one payload-only semantic change."""
+    assert payload_only_change_filter(workflow_filter) == name

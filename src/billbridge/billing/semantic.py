@@ -149,3 +149,22 @@ def derive_changes(event: dict[str, Any], store: Store | None = None) -> dict[st
     if event_type in ("invoice.paid", "invoice.payment_succeeded"):
         return _invoice_changes(event, store)
     return {}
+
+
+# Read from the event alone; `payment_recovered` may also need the projection.
+PAYLOAD_ONLY_CHANGES = frozenset(SEMANTIC_EVENTS) - {"payment_recovered"}
+
+
+def payload_only_change_filter(workflow_filter: str | None) -> str | None:
+    """The change name when a workflow's whole filter is `changes.<name>` for a change that
+    `derive_changes(event)` can decide without the store (so ingest can), else None."""
+    if workflow_filter is None:
+        return None
+    text = workflow_filter.strip()
+    if text.startswith("{{") and text.endswith("}}"):
+        text = text[2:-2].strip()
+    prefix = "changes."
+    if not text.startswith(prefix):
+        return None
+    name = text[len(prefix) :]
+    return name if name in PAYLOAD_ONLY_CHANGES else None
