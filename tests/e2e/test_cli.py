@@ -23,27 +23,11 @@ from billbridge.stripe.events import new_event_from
 from billbridge.stripe.samples import sample_event
 from billbridge.workflows.catalog import WorkflowCatalog
 from tests.fakes.customerio import FakeCustomerIO
+from tests.support.env import SETTINGS_ENV
 from tests.support.live_server import free_port, serve_app
 
 SECRET = "whsec_cli_test_secret"
-CLEARED = (
-    "DATABASE_URL",
-    "STRIPE_WEBHOOK_SECRET",
-    "STRIPE_API_KEY",
-    "STRIPE_API_BASE",
-    "CUSTOMERIO_SITE_ID",
-    "CUSTOMERIO_TRACK_API_KEY",
-    "CUSTOMERIO_APP_API_KEY",
-    "CUSTOMERIO_REGION",
-    "CUSTOMERIO_TRACK_URL",
-    "CUSTOMERIO_APP_URL",
-    "BILLBRIDGE_IDENTIFIER",
-    "BILLBRIDGE_TEST_MODE_EVENTS",
-    "BILLBRIDGE_VAR_DIR",
-    "BILLBRIDGE_API_TOKEN",
-    "BILLBRIDGE_ADMIN_PASSWORD",
-    "BILLBRIDGE_SECRET_KEY",
-)
+CLEARED = SETTINGS_ENV
 
 
 @dataclass

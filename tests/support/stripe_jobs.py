@@ -13,25 +13,10 @@ from billbridge.cli import app
 from billbridge.config import Settings
 from tests.fakes.customerio import FakeCustomerIO
 from tests.fakes.stripe_api import FakeStripe
+from tests.support.env import SETTINGS_ENV
 
 SECRET = "whsec_stripe_jobs_test"
-CLEARED = (
-    "DATABASE_URL",
-    "STRIPE_WEBHOOK_SECRET",
-    "STRIPE_API_KEY",
-    "STRIPE_API_BASE",
-    "CUSTOMERIO_SITE_ID",
-    "CUSTOMERIO_TRACK_API_KEY",
-    "CUSTOMERIO_APP_API_KEY",
-    "CUSTOMERIO_REGION",
-    "CUSTOMERIO_TRACK_URL",
-    "CUSTOMERIO_APP_URL",
-    "BILLBRIDGE_IDENTIFIER",
-    "BILLBRIDGE_TEST_MODE_EVENTS",
-    "BILLBRIDGE_VAR_DIR",
-    "BILLBRIDGE_RECONCILE_INTERVAL",
-    "BILLBRIDGE_API_TOKEN",
-)
+CLEARED = SETTINGS_ENV
 
 
 def use_env(

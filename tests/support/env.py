@@ -1,0 +1,10 @@
+"""Every environment variable Billbridge reads, so CLI tests can start from a clean slate."""
+
+from __future__ import annotations
+
+from billbridge.config import Settings
+
+# Read from the Settings model itself: a setting added later is cleared too.
+SETTINGS_ENV: tuple[str, ...] = tuple(
+    field.alias for field in Settings.model_fields.values() if field.alias
+)
