@@ -140,7 +140,8 @@ class IngestService:
         finally:
             structlog.contextvars.unbind_contextvars("stripe_event_id")
         if result.inserted:
-            self._store.notify_work()
+            # No wake-up here: the store's ingest transaction already woke the workers
+            # (in process, and with NOTIFY on PostgreSQL).
             log.debug(
                 "event stored",
                 stripe_event_id=event["id"],

@@ -100,11 +100,6 @@ class DeliveryExecutor:
         self._policy = policy
         self._metrics = metrics
 
-    async def run(self, claim: ClaimedDelivery) -> DeliveryStatus:
-        """Attempt one delivery and record what happened. Never raises."""
-        [completion] = await self.run_many([claim])
-        return completion.status or "retrying"
-
     async def run_many(self, claims: Sequence[ClaimedDelivery]) -> list[Completion]:
         """Attempt each delivery once and record every outcome. Never raises."""
         decided = await anyio.to_thread.run_sync(self._decide_all, claims)
