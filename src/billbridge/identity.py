@@ -111,8 +111,14 @@ class IdentityResolver:
     def _api(self) -> StripeAPI | None:
         return self._api_source()
 
-    def resolve(self, event: dict[str, Any]) -> Person | Unresolved:
+    def resolve(
+        self, event: dict[str, Any], *, known: dict[str, CustomerRecord | None] | None = None
+    ) -> Person | Unresolved:
         """The person for `event`.
+
+        `known` holds customers-table records already read (None: no row), e.g. for a whole
+        batch of deliveries; a customer it lacks is read from the store, and one fetched
+        from the Stripe API is put in it.
 
         Raises `StripeAPIError` only when it is retryable (the delivery is retried
         later); a non-retryable API failure resolves with what is already known.
@@ -142,7 +148,10 @@ class IdentityResolver:
 
         record: CustomerRecord | None = None
         if customer_id is not None and not from_payload:
-            record = self._store.get_customer(customer_id)
+            if known is not None and customer_id in known:
+                record = known[customer_id]
+            else:
+                record = self._store.get_customer(customer_id)
             if record is not None:
                 customer = _record_as_customer(record)
                 email = email or record.email
@@ -159,7 +168,7 @@ class IdentityResolver:
             and (email is None or wants_metadata)
         )
         if needs_api and customer_id is not None:
-            fetched = self._call(lambda: self._fetch_customer(customer_id, account))
+            fetched = self._call(lambda: self._fetch_customer(customer_id, account, known))
             if fetched:
                 customer = fetched
                 email = email or _email(fetched.get("email"))
@@ -201,13 +210,20 @@ class IdentityResolver:
         assert self._api is not None  # noqa: S101 - checked by the caller
         return self._api.get_charge(charge_id, account=account)
 
-    def _fetch_customer(self, customer_id: str, account: str | None) -> dict[str, Any] | None:
+    def _fetch_customer(
+        self,
+        customer_id: str,
+        account: str | None,
+        known: dict[str, CustomerRecord | None] | None,
+    ) -> dict[str, Any] | None:
         """The customer from the API, written back to the table so later lookups hit it."""
         assert self._api is not None  # noqa: S101 - checked by the caller
         fetched = self._api.get_customer(customer_id, account=account)
         if fetched is not None and _text(fetched.get("id")):
             record = customer_record_from_object(fetched, watermark=int(time.time()))
             self._store.upsert_customer(record)
+            if known is not None:
+                known.pop(customer_id, None)  # the table may have kept a newer row
         return fetched
 
     @staticmethod

@@ -20,6 +20,7 @@ from billbridge.billing.profile import compute_profile
 from billbridge.billing.projection import apply_event, apply_object, rows_for_event
 from billbridge.store import open_store
 from billbridge.store.base import Store
+from billbridge.store.records import CustomerRecord
 from billbridge.stripe.events import new_event_from
 
 MONTH = {"interval": "month", "interval_count": 1}
@@ -211,6 +212,40 @@ def test_the_full_profile_from_a_story(store: Store) -> None:
         "last_payment_failed_at": 2_000,
         "disputes_count": 1,
     }
+
+
+def test_customer_snapshots_read_many_customers_as_one_by_one_reads_would(store: Store) -> None:
+    """The worker's batch read answers exactly what get_customer and billing_state answer,
+    including refunds and disputes linked only through a charge, and an unknown id."""
+    first, second, unknown = _uid("cus_"), _uid("cus_"), _uid("cus_")
+    customer = {"object": "customer", "id": first, "email": "a@example.com", "created": 5}
+    apply_event(store, _event("customer.created", customer, 10))
+    store.upsert_customer(CustomerRecord(first, "a@example.com", None, 5, {"plan": "x"}))
+    for cus in (first, second):
+        apply_event(
+            store, _event("customer.subscription.created", _subscription(_uid("sub_"), cus), 20)
+        )
+        charges = [_uid("ch_"), _uid("ch_")]
+        for created, charge in enumerate(charges, start=30):
+            apply_event(store, _event("charge.succeeded", _charge(charge, cus), created))
+        dispute = {"object": "dispute", "id": _uid("dp_"), "charge": charges[0], "status": "lost"}
+        apply_event(store, _event("charge.dispute.created", dispute, 40))
+        refund = {"object": "refund", "id": _uid("re_"), "charge": charges[1], "amount": 100}
+        apply_object(store, {**refund, "currency": "usd", "status": "succeeded"}, watermark=50)
+        invoice = {"object": "invoice", "id": _uid("in_"), "customer": cus, "status": "paid"}
+        apply_event(store, _event("invoice.paid", invoice, 60))
+
+    snapshots = store.customer_snapshots([first, second, unknown, first])
+    assert set(snapshots) == {first, second, unknown}
+    for cus in (first, second, unknown):
+        assert snapshots[cus].record == store.get_customer(cus)
+        assert snapshots[cus].state == store.billing_state(cus)
+    assert snapshots[first].record is not None
+    assert snapshots[unknown].record is None
+    assert len(snapshots[second].state.disputes) == 1
+    assert len(snapshots[second].state.refunds) == 1
+    assert len(snapshots[second].state.charges) == 2
+    assert store.customer_snapshots([]) == {}
 
 
 # Any arrival order gives the in-order result (SQLite, hypothesis) ---------------------------

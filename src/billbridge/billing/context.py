@@ -15,11 +15,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from billbridge.billing.profile import compute_profile
+from billbridge.billing.profile import compute_profile, known_from_record, profile_from_state
 from billbridge.billing.projection import link_customer
 from billbridge.billing.semantic import derive_changes
 from billbridge.identity import Person
 from billbridge.store.base import Store
+from billbridge.store.records import CustomerRecord
+from billbridge.store.records_billing import CustomerSnapshot
 from billbridge.stripe.events import customer_id_of, object_of
 from billbridge.workflows.model import CustomerDeletedPolicyAction, IdentifyAction, Workflow
 
@@ -57,18 +59,25 @@ def billing_context(
     """
     memo = {} if memo is None else memo
     action = workflow.actions[action_index]
-    if record_links and person.customer_id is not None and customer_id_of(event) is None:
-        # A dispute (or refund) whose customer was found through its charge: remember it,
-        # so that disputes_count counts it.
-        link_customer(store, event, person.customer_id)
+    customer_id = person.customer_id
+    # A dispute (or refund) whose customer was found through its charge: remember it, so
+    # that disputes_count counts it (and read the customer's state again).
+    if (
+        record_links
+        and customer_id is not None
+        and customer_id_of(event) is None
+        and link_customer(store, event, customer_id)
+    ):
+        memo.pop(("profile", customer_id), None)
+        memo.pop(("snapshot", customer_id), None)
     wants_profile = (isinstance(action, IdentifyAction) and action.include_profile) or _mentions(
         workflow, "profile", memo
     )
     profile = None
-    if wants_profile and person.customer_id is not None:
-        profile_key = ("profile", person.customer_id)
+    if wants_profile and customer_id is not None:
+        profile_key = ("profile", customer_id)
         if profile_key not in memo:
-            memo[profile_key] = compute_profile(store, person.customer_id)
+            memo[profile_key] = _profile(store, customer_id, memo)
         profile = memo[profile_key]
     changes = None
     if _mentions(workflow, "changes", memo):
@@ -77,6 +86,19 @@ def billing_context(
             memo[changes_key] = derive_changes(event, store)
         changes = memo[changes_key]
     return BillingContext(profile=profile, changes=changes)
+
+
+def _profile(store: Store, customer_id: str, memo: dict[Any, Any]) -> dict[str, Any]:
+    """The customer's profile from what the memo already holds (`("snapshot", id)`: the
+    billing state read for a batch; `"customers"`: customers-table records), else read."""
+    snapshot: CustomerSnapshot | None = memo.get(("snapshot", customer_id))
+    if snapshot is None:
+        return compute_profile(store, customer_id)
+    records: dict[str, CustomerRecord | None] = memo.setdefault("customers", {})
+    if customer_id not in records:  # e.g. just fetched from the Stripe API and stored
+        records[customer_id] = store.get_customer(customer_id)
+    record = records[customer_id]
+    return profile_from_state(customer_id, snapshot.state, known_from_record(record))
 
 
 def is_deleted_person(event: dict[str, Any], person: Person) -> bool:

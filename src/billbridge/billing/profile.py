@@ -20,6 +20,7 @@ from typing import Any
 
 from billbridge.billing.values import primary_item
 from billbridge.store.base import Store
+from billbridge.store.records import CustomerRecord
 from billbridge.store.records_billing import BillingState
 
 STATUS_RANK: tuple[str, ...] = (
@@ -195,13 +196,15 @@ def profile_from_state(
     return {key: profile[key] for key in PROFILE_ATTRIBUTES if profile.get(key) is not None}
 
 
+def known_from_record(record: CustomerRecord | None) -> dict[str, Any]:
+    """The customers-table fields `profile_from_state` prefers (none without a row)."""
+    if record is None:
+        return {}
+    return {"email": record.email, "name": record.name, "created": record.created}
+
+
 def compute_profile(store: Store, customer_id: str) -> dict[str, Any]:
     """The SPEC §4 billing-profile attributes of the customer, from the projection (and
     the customers table for email, name and created); absent when unknown."""
-    record = store.get_customer(customer_id)
-    known = (
-        {}
-        if record is None
-        else {"email": record.email, "name": record.name, "created": record.created}
-    )
+    known = known_from_record(store.get_customer(customer_id))
     return profile_from_state(customer_id, store.billing_state(customer_id), known)

@@ -59,6 +59,7 @@ from billbridge.store.records import (
     Completion,
     DeliveryStatus,
 )
+from billbridge.stripe.events import customer_id_of
 from billbridge.workflows.catalog import WorkflowCatalog
 from billbridge.workflows.planner import Skip, plan_action
 from billbridge.workflows.templates import TemplateError
@@ -116,7 +117,34 @@ class DeliveryExecutor:
         # Shared by the deliveries decided together: an event is parsed and its person
         # resolved once, a customer's profile computed once.
         memo: dict[Any, Any] = {}
+        self._prefetch(claims, memo)
         return [self._decide_safely(claim, memo) for claim in claims]
+
+    def _prefetch(self, claims: Sequence[ClaimedDelivery], memo: dict[Any, Any]) -> None:
+        """Parse the batch's events and read their customers (records and billing state)
+        with a few queries for all of them instead of several per delivery."""
+        customer_ids: set[str] = set()
+        for claim in claims:
+            event_key = ("event", claim.event_id)
+            if event_key not in memo:
+                try:
+                    memo[event_key] = json.loads(claim.payload)
+                except ValueError:
+                    continue  # decided (and failed) on its own
+                customer_id = customer_id_of(memo[event_key])
+                if customer_id is not None:
+                    customer_ids.add(customer_id)
+        memo["customers"] = {}
+        if not customer_ids:
+            return
+        try:
+            snapshots = self._store.customer_snapshots(customer_ids)
+        except Exception as exc:  # each delivery then reads (or fails) on its own
+            log.warning("could not read the batch's customers", error_type=type(exc).__name__)
+            return
+        for customer_id, snapshot in snapshots.items():
+            memo["customers"][customer_id] = snapshot.record
+            memo[("snapshot", customer_id)] = snapshot
 
     def _decide_safely(self, claim: ClaimedDelivery, memo: dict[Any, Any]) -> Completion | _Ready:
         started = time.time()
@@ -166,7 +194,7 @@ class DeliveryExecutor:
         try:
             person_key = ("person", claim.event_id)
             if person_key not in memo:
-                memo[person_key] = self._resolver.resolve(event)
+                memo[person_key] = self._resolver.resolve(event, known=memo.get("customers"))
             person = memo[person_key]
         except StripeAPIError as exc:
             if not exc.retryable:

@@ -8,7 +8,7 @@ clock for leases and schedules so that several hosts agree.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import anyio
@@ -36,7 +36,7 @@ from billbridge.store.records_access import (
     SessionRecord,
     UserRecord,
 )
-from billbridge.store.records_billing import BillingRow, BillingState
+from billbridge.store.records_billing import BillingRow, BillingState, CustomerSnapshot
 
 
 class Store(ABC):
@@ -217,6 +217,12 @@ class Store(ABC):
     @abstractmethod
     def billing_state(self, customer_id: str) -> BillingState:
         """Every projected object of the customer (refunds and disputes via its charges too)."""
+
+    @abstractmethod
+    def customer_snapshots(self, customer_ids: Collection[str]) -> dict[str, CustomerSnapshot]:
+        """For every id, its customers-table record and billing state (what `get_customer`
+        and `billing_state` would answer), read together with a few queries for all of
+        them: the worker reads the customers of a whole batch of deliveries at once."""
 
     @abstractmethod
     def get_billing_object(self, kind: str, stripe_id: str) -> dict[str, Any] | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from billbridge.store.records import CustomerRecord
+
 # Stripe object kinds the projection keeps (Stripe's `object` word).
 BILLING_KINDS: tuple[str, ...] = (
     "customer",
@@ -51,3 +53,12 @@ class BillingState:
     refunds: tuple[dict[str, Any], ...] = ()
     invoices: tuple[dict[str, Any], ...] = ()
     disputes: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class CustomerSnapshot:
+    """What deciding a delivery reads about one customer: its customers-table record (None
+    when the table has no row) and its billing state."""
+
+    record: CustomerRecord | None
+    state: BillingState

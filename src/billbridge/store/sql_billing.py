@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -17,7 +18,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from billbridge.store.base import Store
-from billbridge.store.records_billing import BillingRow, BillingState
+from billbridge.store.queries import customer_record
+from billbridge.store.records import CustomerRecord
+from billbridge.store.records_billing import BillingRow, BillingState, CustomerSnapshot
+from billbridge.store.tables import customers
 from billbridge.store.tables_billing import (
     BILLING_TABLES,
     billing_charges,
@@ -62,6 +66,37 @@ _STATE_QUERIES: dict[str, sa.Select[Any]] = {
     "refunds": _linked(billing_refunds),
     "invoices": _own(billing_invoices),
     "disputes": _linked(billing_disputes),
+}
+
+
+# The same reads for many customers at once (`customer_snapshots`): `ids` expands to the
+# list bound at execution. Rows come ordered by id, so each customer's stay in that order.
+_IDS: sa.BindParameter[str] = sa.bindparam("ids", expanding=True, type_=sa.String())
+SNAPSHOT_CHUNK = 400  # customers per round of queries (well under any bound-parameter limit)
+_RECORDS_QUERY = sa.select(customers).where(customers.c.stripe_customer_id.in_(_IDS))
+_SNAPSHOT_QUERIES: dict[str, sa.Select[Any]] = {
+    "customer": sa.select(billing_customers).where(billing_customers.c.id.in_(_IDS)),
+    **{
+        kind: sa.select(table).where(table.c.customer_id.in_(_IDS)).order_by(table.c.id)
+        for kind, table in (
+            ("subscriptions", billing_subscriptions),
+            ("charges", billing_charges),
+            ("invoices", billing_invoices),
+        )
+    },
+    **{
+        kind: sa.select(table)
+        .where(
+            sa.or_(
+                table.c.customer_id.in_(_IDS),
+                table.c.charge_id.in_(
+                    sa.select(billing_charges.c.id).where(billing_charges.c.customer_id.in_(_IDS))
+                ),
+            )
+        )
+        .order_by(table.c.id)
+        for kind, table in (("refunds", billing_refunds), ("disputes", billing_disputes))
+    },
 }
 
 
@@ -208,6 +243,49 @@ class SqlBillingMixin(Store):
             invoices=rows(_STATE_QUERIES["invoices"]),
             disputes=rows(_STATE_QUERIES["disputes"]),
         )
+
+    def customer_snapshots(self, customer_ids: Collection[str]) -> dict[str, CustomerSnapshot]:
+        ids = sorted(set(customer_ids))
+        snapshots: dict[str, CustomerSnapshot] = {}
+        for start in range(0, len(ids), SNAPSHOT_CHUNK):
+            chunk = ids[start : start + SNAPSHOT_CHUNK]
+            snapshots.update(self._read(partial(self._customer_snapshots, ids=chunk)))
+        return snapshots
+
+    @staticmethod
+    def _customer_snapshots(conn: Connection, ids: list[str]) -> dict[str, CustomerSnapshot]:
+        parameters = {"ids": ids}
+        records: dict[str, CustomerRecord] = {
+            row.stripe_customer_id: customer_record(row)
+            for row in conn.execute(_RECORDS_QUERY, parameters)
+        }
+        customer_rows = conn.execute(_SNAPSHOT_QUERIES["customer"], parameters)
+        billing_customer = {row.id: _row_dict(row) for row in customer_rows}
+        kinds = ("subscriptions", "charges", "refunds", "invoices", "disputes")
+        found: dict[str, dict[str, list[dict[str, Any]]]] = {
+            customer_id: {kind: [] for kind in kinds} for customer_id in ids
+        }
+        charge_owner: dict[str, str] = {}
+        for kind in kinds:
+            for row in conn.execute(_SNAPSHOT_QUERIES[kind], parameters):
+                data = _row_dict(row)
+                owners = {data["customer_id"]} & found.keys()
+                if kind == "charges":
+                    charge_owner[data["id"]] = data["customer_id"]
+                elif kind in ("refunds", "disputes") and data.get("charge_id") in charge_owner:
+                    owners.add(charge_owner[data["charge_id"]])  # linked through its charge
+                for owner in owners:
+                    found[owner][kind].append(data)
+        return {
+            customer_id: CustomerSnapshot(
+                record=records.get(customer_id),
+                state=BillingState(
+                    customer=billing_customer.get(customer_id),
+                    **{kind: tuple(rows) for kind, rows in found[customer_id].items()},
+                ),
+            )
+            for customer_id in ids
+        }
 
     def get_billing_object(self, kind: str, stripe_id: str) -> dict[str, Any] | None:
         table = BILLING_TABLES[kind]
