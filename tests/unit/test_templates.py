@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from billbridge.errors import BillbridgeError
+from billbridge.workflows import templates
 from billbridge.workflows.templates import (
     MISSING,
     TemplateError,
@@ -214,3 +215,44 @@ def test_syntax_problems_are_reported_by_path() -> None:
     assert template_syntax_problem("{{ a }} and {{ b }}") is None
     assert filter_syntax_problem("object.amount >") is not None
     assert filter_syntax_problem("object.amount > 1") is None
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "object.amount_paid",
+        "object.items",
+        "object.metadata.plan",
+        "object.number",
+        "object.missing",
+        "object.missing.deeper",
+        "object.lines",
+        "object.keys",  # not a key: the dict method, which is not JSON data
+        "event",
+        "nope",
+        "nope.deeper",
+        "range",  # a Jinja global, not in the context
+        "true",
+        "none",
+        "person.identifier",
+    ],
+)
+def test_a_plain_path_reads_the_same_as_jinja(expr: str) -> None:
+    """Plain paths are read without Jinja when every step is a key; the answer (value,
+    MISSING or error) is the one the sandbox gives."""
+
+    def through_jinja() -> Any:
+        value = templates._compile_expression(expr)(**CONTEXT)
+        return templates._to_data(value, "f")
+
+    expected: Any
+    try:
+        expected = through_jinja()
+    except TemplateError as exc:
+        expected = exc.message
+    try:
+        actual = render_value("{{ " + expr + " }}", CONTEXT, path="f")
+    except TemplateError as exc:
+        actual = exc.message
+    assert actual == expected
+    assert evaluate_filter(expr, CONTEXT) == bool(templates._compile_expression(expr)(**CONTEXT))

@@ -15,9 +15,11 @@ the writer, nor it them).
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from billbridge.store.queries import attempt_values
 from billbridge.store.records import (
     DUE_STATUSES,
     FINAL_STATUSES,
+    ClaimedDelivery,
     Completion,
     CustomerRecord,
     IngestResult,
@@ -88,6 +91,24 @@ FINISH_SQL = (
     " sent_ok = CASE WHEN ? THEN 1 ELSE sent_ok END,"
     f" attempt_count = attempt_count + 1, updated_at = {NOW_SQL}"
     " WHERE id = ? AND claim_id = ? AND status IN ('pending', 'retrying')"
+)
+
+
+# Claiming (the worker's other hot path), in plain SQL too: the due ids in order, then one
+# UPDATE ... RETURNING and one read of their events, the id lists passed as JSON arrays.
+CLAIM_IDS_SQL = (
+    "SELECT id FROM deliveries WHERE status IN ('pending', 'retrying')"
+    " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
+)
+CLAIM_SQL = (
+    "UPDATE deliveries SET claim_id = ? || CAST(id AS TEXT), lease_until = ?,"
+    " next_attempt_at = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))"
+    " RETURNING id, claim_id, event_id, stripe_event_id, workflow_id, action_index,"
+    " action_type, status, attempt_count, deadline_at, force, sent_ok"
+)
+CLAIM_EVENTS_SQL = (
+    "SELECT id, type, livemode, created, payload FROM events"
+    " WHERE id IN (SELECT value FROM json_each(?))"
 )
 
 
@@ -244,6 +265,69 @@ class SqliteStore(SqlStore):
         if customer is not None:
             self._upsert_customer_tx(conn, customer)
         return IngestResult(inserted=True, event_id=event_id, deliveries=len(new_deliveries))
+
+    def _claim_tx(
+        self, conn: Connection, limit: int, lease_seconds: float
+    ) -> list[ClaimedDelivery]:
+        driver = _driver(conn)
+        try:
+            (now,) = driver.execute(f"SELECT {NOW_SQL}").fetchone()
+            ids = [row[0] for row in driver.execute(CLAIM_IDS_SQL, (now, limit))]
+            if not ids:
+                return []
+            token = uuid.uuid4().hex + "-"  # fresh per claim; the row id makes each unique
+            lease_until = now + lease_seconds
+            id_list = json.dumps(ids)
+            claimed = {
+                row[0]: row
+                for row in driver.execute(
+                    CLAIM_SQL, (token, lease_until, lease_until, now, id_list)
+                ).fetchall()
+            }
+            event_ids = json.dumps(sorted({row[2] for row in claimed.values()}))
+            event_rows = {row[0]: row for row in driver.execute(CLAIM_EVENTS_SQL, (event_ids,))}
+        except sqlite3.Error as exc:  # as SQLAlchemy would raise it
+            raise sa.exc.DBAPIError.instance(
+                "claim", None, exc, sqlite3.Error, ismulti=False
+            ) from exc
+        claims = []
+        for delivery_id in ids:  # due order
+            (
+                _id,
+                claim_id,
+                event_id,
+                stripe_event_id,
+                workflow_id,
+                action_index,
+                action_type,
+                status,
+                attempt_count,
+                deadline_at,
+                force,
+                sent_ok,
+            ) = claimed[delivery_id]
+            _eid, event_type, livemode, created, payload = event_rows[event_id]
+            claims.append(
+                ClaimedDelivery(
+                    delivery_id=int(delivery_id),
+                    claim_id=claim_id,
+                    event_id=int(event_id),
+                    stripe_event_id=stripe_event_id,
+                    event_type=event_type,
+                    livemode=bool(livemode),
+                    event_created=int(created),
+                    payload=payload,
+                    workflow_id=workflow_id,
+                    action_index=int(action_index),
+                    action_type=action_type,
+                    status=status,
+                    attempt_count=int(attempt_count),
+                    deadline_at=float(deadline_at),
+                    force=bool(force),
+                    sent_ok=bool(sent_ok),
+                )
+            )
+        return claims
 
     def _run_text(
         self,
