@@ -11,8 +11,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.datastructures import State
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from billbridge import __version__
 from billbridge.accounts import ensure_admin_from_env
@@ -22,7 +21,7 @@ from billbridge.delivery.worker import build_worker
 from billbridge.errors import ConfigurationError
 from billbridge.ingest import IngestService
 from billbridge.observability import Metrics
-from billbridge.services import Services, build_services
+from billbridge.services import Services, build_services, freeze_startup_heap
 from billbridge.stripe.reconcile import start_periodic_reconcile
 from billbridge.stripe.webhook_setup import saved_webhook_secrets
 from billbridge.web.api import build_api_router
@@ -53,17 +52,13 @@ def webhook_secrets_for(settings: Settings, *, dev: bool) -> tuple[str, ...]:
     )
 
 
-class WebhookFastPath:
-    """Answers `POST /webhooks/stripe` before routing and the other middlewares.
+class BillbridgeApp(FastAPI):
+    """FastAPI, except that `POST /webhooks/stripe` is answered before anything else.
 
-    The webhook is the hot path and needs none of FastAPI's request machinery (dependency
-    solving, validation, the /api guard): its handler reads the raw body itself. Everything
-    else passes through unchanged.
+    The webhook is the hot path and needs none of FastAPI's request machinery (its
+    middleware stack, dependency solving, validation, the /api guard): its handler reads
+    the raw body itself. Every other request (and the lifespan) goes through FastAPI.
     """
-
-    def __init__(self, app: ASGIApp, *, state: State) -> None:
-        self.app = app
-        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -73,14 +68,22 @@ class WebhookFastPath:
             and hasattr(self.state, "ingest")
         ):
             ingest: IngestService = self.state.ingest
-            response = await ingest.handle(Request(scope, receive))
+            try:
+                response = await ingest.handle(Request(scope, receive))
+            except Exception:  # a bug: Stripe gets a 500 and retries; nothing was acked
+                log.exception("the webhook handler failed")
+                response = JSONResponse({"error": "internal error"}, status_code=500)
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, *, run_worker: bool = True, dev: bool = False) -> FastAPI:
-    """Build the app. Webhook secrets are checked now, so a bad configuration fails at once."""
+def create_app(
+    settings: Settings, *, run_worker: bool = True, dev: bool = False, freeze_heap: bool = False
+) -> FastAPI:
+    """Build the app. Webhook secrets are checked now, so a bad configuration fails at once.
+    `freeze_heap` (the `serve` process; not an app embedded in tests) freezes the start-up
+    heap once the services are built (`freeze_startup_heap`)."""
     secrets = webhook_secrets_for(settings, dev=dev)
     metrics = Metrics()
 
@@ -112,6 +115,8 @@ def create_app(settings: Settings, *, run_worker: bool = True, dev: bool = False
             dry_run=settings.dry_run,
             workflows_enabled=sum(1 for w in services.catalog.all() if w.enabled),
         )
+        if freeze_heap:
+            freeze_startup_heap()
         try:
             yield
         finally:
@@ -124,7 +129,7 @@ def create_app(settings: Settings, *, run_worker: bool = True, dev: bool = False
                 await reconcile_task
             await services.aclose()
 
-    app = FastAPI(
+    app = BillbridgeApp(
         title="Billbridge",
         version=__version__,
         description="Stripe webhooks in, Customer.io calls out: nothing lost, nothing doubled.",
@@ -144,8 +149,8 @@ def create_app(settings: Settings, *, run_worker: bool = True, dev: bool = False
         },
     )
     async def stripe_webhook(request: Request) -> Response:
-        # Documents the endpoint in /openapi.json; POSTs are answered by WebhookFastPath
-        # before routing, so this only runs if that middleware is not installed.
+        # Documents the endpoint in /openapi.json; POSTs are answered by BillbridgeApp
+        # before routing, so this runs only before the lifespan has set up ingest.
         ingest: IngestService = request.app.state.ingest
         return await ingest.handle(request)
 
@@ -170,5 +175,4 @@ def create_app(settings: Settings, *, run_worker: bool = True, dev: bool = False
     app.include_router(build_api_router())
     install_access(app, settings)  # login, sessions, /api/* guard, settings pages and API
     install_dashboard(app)  # overview, events, workflows, "Try it" and /static
-    app.add_middleware(WebhookFastPath, state=app.state)  # outermost: first to see requests
     return app

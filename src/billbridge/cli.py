@@ -108,7 +108,7 @@ def serve(
             )
         if dev:
             _print_dev_login(settings, host, port)
-        application = create_app(settings, run_worker=not no_worker, dev=dev)
+        application = create_app(settings, run_worker=not no_worker, dev=dev, freeze_heap=True)
     uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
 
 

@@ -22,7 +22,7 @@ import structlog
 from billbridge.alerts.monitor import start_alert_monitor
 from billbridge.config import Settings
 from billbridge.delivery.executor import DeliveryExecutor
-from billbridge.services import Services, build_services
+from billbridge.services import Services, build_services, freeze_startup_heap
 from billbridge.store.base import Store
 from billbridge.store.records import ClaimedDelivery
 
@@ -138,8 +138,10 @@ def run_worker_process(settings: Settings, concurrency: int | None = None) -> No
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         alerts = start_alert_monitor(services, stop)
+        worker = build_worker(services, concurrency=concurrency)
+        freeze_startup_heap()
         try:
-            await build_worker(services, concurrency=concurrency).run(stop)
+            await worker.run(stop)
         finally:
             stop.set()
             await alerts

@@ -114,8 +114,43 @@ CLAIM_EVENTS_SQL = (
 
 @dataclass(frozen=True)
 class _Job:
+    """A write for the writer thread, and who waits for its result: a thread (`future`)
+    or a coroutine on an event loop (`waiter`, set from that loop)."""
+
     fn: Callable[[Connection], Any]
-    future: Future[Any]
+    future: Future[Any] | None = None
+    waiter: asyncio.Future[Any] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+def _settle(outcomes: Sequence[tuple[_Job, Any, BaseException | None]]) -> None:
+    """Hand each job its result. Coroutine waiters of one loop are settled together by ONE
+    callback on that loop: a webhook's answer costs no extra wake-up of its own."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
+    for job, value, error in outcomes:
+        if job.future is not None:
+            if error is None:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(error)
+        elif job.loop is not None:
+            by_loop.setdefault(job.loop, []).append((job, value, error))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_waiters, items)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            continue
+
+
+def _settle_waiters(items: Sequence[tuple[_Job, Any, BaseException | None]]) -> None:
+    for job, value, error in items:
+        waiter = job.waiter
+        if waiter is None or waiter.done():  # the caller was cancelled
+            continue
+        if error is None:
+            waiter.set_result(value)
+        else:
+            waiter.set_exception(error)
 
 
 def sqlite_path(database_url: str) -> Path:
@@ -388,19 +423,22 @@ class SqliteStore(SqlStore):
         return self._write(finish)
 
     def _write(self, fn: Callable[[Connection], T]) -> T:
-        return self._submit(fn).result()
+        future: Future[T] = Future()
+        self._submit(_Job(fn, future=future))
+        return future.result()
 
     async def _write_async(self, fn: Callable[[Connection], T]) -> T:
-        # Wait on the writer's future from the event loop: no worker thread per webhook.
-        return await asyncio.wrap_future(self._submit(fn))
+        # Wait from the event loop itself: no worker thread per webhook.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+        self._submit(_Job(fn, waiter=waiter, loop=loop))
+        return await waiter
 
-    def _submit(self, fn: Callable[[Connection], T]) -> Future[T]:
-        future: Future[T] = Future()
+    def _submit(self, job: _Job) -> None:
         with self._submit_lock:
             if self._closed:
                 raise StoreUnavailableError("the store is closed")
-            self._jobs.put(_Job(fn, future))
-        return future
+            self._jobs.put(job)
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -446,7 +484,9 @@ class SqliteStore(SqlStore):
 
     def _commit_batch(self, conn: Connection | None, batch: list[_Job]) -> Connection | None:
         """Run `batch` in one transaction; returns the connection to reuse (None if broken)."""
-        live = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        live = [
+            job for job in batch if job.future is None or job.future.set_running_or_notify_cancel()
+        ]
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             if conn is None:
@@ -471,8 +511,7 @@ class SqliteStore(SqlStore):
         except Exception as exc:
             # Nothing of this batch is durable: every caller hears so.
             failure = unavailable_error(exc)
-            for job in live:
-                job.future.set_exception(failure)
+            _settle([(job, None, failure) for job in live])
             if conn is not None:
                 try:
                     conn.invalidate()
@@ -480,20 +519,20 @@ class SqliteStore(SqlStore):
                 except Exception:  # noqa: S110 - already reporting the real failure
                     pass
             return None
-        for job, value, error in outcomes:
-            if error is None:
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(error)
+        _settle(outcomes)
         return conn
 
     def _fail_leftovers(self) -> None:
         with self._submit_lock:
             self._closed = True
+        leftovers: list[tuple[_Job, Any, BaseException | None]] = []
         while True:
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
-                return
-            if job is not None and job.future.set_running_or_notify_cancel():
-                job.future.set_exception(StoreUnavailableError("the store is closed"))
+                break
+            if job is not None and (
+                job.future is None or job.future.set_running_or_notify_cancel()
+            ):
+                leftovers.append((job, None, StoreUnavailableError("the store is closed")))
+        _settle(leftovers)
