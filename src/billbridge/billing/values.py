@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 from billbridge.stripe.events import subscription_items_of
@@ -88,12 +89,22 @@ def item_summaries(subscription: dict[str, Any]) -> list[dict[str, Any]]:
 
 def item_mrr(item: dict[str, Any]) -> Fraction | None:
     """One item's exact monthly amount, or None when it has no interval or amount."""
-    factor = MONTHS_PER.get(str(item.get("interval")))
-    amount = as_int(item.get("unit_amount"))
+    return _monthly(
+        str(item.get("interval")),
+        as_int(item.get("unit_amount")),
+        as_int(item.get("interval_count")),
+        as_int(item.get("quantity")),
+    )
+
+
+@lru_cache(maxsize=4096)  # a few prices and quantities recur in every event: skip the Fractions
+def _monthly(
+    interval: str, amount: int | None, interval_count: int | None, quantity: int | None
+) -> Fraction | None:
+    factor = MONTHS_PER.get(interval)
     if factor is None or amount is None:
         return None
-    count = max(as_int(item.get("interval_count")) or 1, 1)
-    quantity = as_int(item.get("quantity"))
+    count = max(interval_count or 1, 1)
     return Fraction(amount) * (1 if quantity is None else quantity) * factor / count
 
 
@@ -105,7 +116,9 @@ def mrr_of_items(items: list[dict[str, Any]]) -> int | None:
     """The monthly amount of a subscription's items (see the module docstring); None when
     no item has both an interval and an amount."""
     parts = [part for part in (item_mrr(item) for item in items) if part is not None]
-    return round_half_up(sum(parts, Fraction(0))) if parts else None
+    if not parts:
+        return None
+    return round_half_up(parts[0] if len(parts) == 1 else sum(parts, Fraction(0)))
 
 
 def primary_item(items: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -27,13 +27,13 @@ The order of decisions for one delivery, each recorded as its status:
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import orjson
 import structlog
 
 from billbridge.billing.context import billing_context, deleted_policy_skip
@@ -128,7 +128,7 @@ class DeliveryExecutor:
             event_key = ("event", claim.event_id)
             if event_key not in memo:
                 try:
-                    memo[event_key] = json.loads(claim.payload)
+                    memo[event_key] = orjson.loads(claim.payload)
                 except ValueError:
                     continue  # decided (and failed) on its own
                 customer_id = customer_id_of(memo[event_key])
@@ -189,7 +189,7 @@ class DeliveryExecutor:
 
         event_key = ("event", claim.event_id)
         if event_key not in memo:
-            memo[event_key] = json.loads(claim.payload)
+            memo[event_key] = orjson.loads(claim.payload)
         event: dict[str, Any] = memo[event_key]
         try:
             person_key = ("person", claim.event_id)

@@ -131,6 +131,20 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def customer_values(customer: CustomerRecord) -> dict[str, Any]:
+    """The bound values of the customers upsert."""
+    return {
+        "stripe_customer_id": customer.stripe_customer_id,
+        "email": customer.email,
+        "name": customer.name,
+        "created": customer.created,
+        "metadata": _json(customer.metadata),
+        "deleted": customer.deleted,
+        "livemode": customer.livemode,
+        "watermark": customer.watermark,
+    }
+
+
 class SqlStore(SqlAccessMixin, SqlBillingMixin):
     """Store over SQLAlchemy Core; subclasses provide transactions and dialect details."""
 
@@ -601,16 +615,7 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
         return self._write(lambda conn: self._upsert_customer_tx(conn, customer))
 
     def _upsert_customer_tx(self, conn: Connection, customer: CustomerRecord) -> bool:
-        values: dict[str, Any] = {
-            "stripe_customer_id": customer.stripe_customer_id,
-            "email": customer.email,
-            "name": customer.name,
-            "created": customer.created,
-            "metadata": _json(customer.metadata),
-            "deleted": customer.deleted,
-            "livemode": customer.livemode,
-            "watermark": customer.watermark,
-        }
+        values = customer_values(customer)
         return conn.execute(self._upsert_customer_stmt, values).first() is not None
 
     def get_customer(self, stripe_customer_id: str) -> CustomerRecord | None:

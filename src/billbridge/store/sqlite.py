@@ -48,12 +48,14 @@ from billbridge.store.sql import (
     UNAVAILABLE_ERRORS,
     Insert,
     SqlStore,
+    customer_values,
     run_migrations,
     unavailable_error,
     unavailable_on_errors,
 )
 
 T = TypeVar("T")
+_NAMED = sqlite.dialect(paramstyle="named")  # renders statements with :name parameters
 
 # The SQLite clock as Unix seconds (millisecond resolution).
 NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
@@ -216,6 +218,8 @@ class SqliteStore(SqlStore):
         self._write_engine = _make_engine(
             database_url, begin="BEGIN IMMEDIATE", busy_timeout=busy_timeout, pooled=False
         )
+        # The customers upsert (customer.* events) as the same SQL, run on the raw connection.
+        self._upsert_customer_sql = str(self._upsert_customer_stmt.compile(dialect=_NAMED))
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._submit_lock = threading.Lock()
         self._closed = False
@@ -363,6 +367,15 @@ class SqliteStore(SqlStore):
                 )
             )
         return claims
+
+    def _upsert_customer_tx(self, conn: Connection, customer: CustomerRecord) -> bool:
+        try:
+            cursor = _driver(conn).execute(self._upsert_customer_sql, customer_values(customer))
+            return cursor.fetchone() is not None
+        except sqlite3.Error as exc:  # as SQLAlchemy would raise it, without the values
+            raise sa.exc.DBAPIError.instance(
+                "customer", None, exc, sqlite3.Error, ismulti=False
+            ) from exc
 
     def _run_text(
         self,

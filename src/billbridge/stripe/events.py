@@ -9,8 +9,9 @@ read defensively (newest place first, then the old one).
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from billbridge.errors import WebhookRejected
 from billbridge.store.records import CustomerRecord, EventSource, NewEvent
@@ -22,8 +23,9 @@ CUSTOMER_EVENTS = ("customer.created", "customer.updated", "customer.deleted")
 def parse_event(body: bytes) -> dict[str, Any]:
     """The event as a dict, after checking it has the shape of a Stripe snapshot event."""
     try:
-        event = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        # orjson: strict RFC 8259 (no NaN/Infinity), UTF-8 only, several times json's speed.
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError:
         raise WebhookRejected(400, "body is not valid JSON") from None
     if not isinstance(event, dict):
         raise WebhookRejected(400, "body is not a Stripe event: not a JSON object")
