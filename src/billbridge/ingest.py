@@ -61,6 +61,8 @@ class IngestService:
         self._catalog = catalog
         self._metrics = metrics
         self._secrets = tuple(secrets)
+        # The labelled metric children, by (status, outcome): labels() takes a lock each time.
+        self._observers: dict[tuple[int, str], tuple[Any, Any]] = {}
 
     def deliveries_for(self, event_type: str, livemode: bool) -> list[NewDelivery]:
         """The deliveries a new event needs; none for test-mode events that are ignored."""
@@ -182,8 +184,15 @@ class IngestService:
         return b"".join(chunks)
 
     def _answer(self, started: float, status: int, result: str, body: dict[str, Any]) -> Response:
-        self._metrics.ingest_duration.labels(str(status)).observe(time.perf_counter() - started)
-        self._metrics.ingest_requests.labels(result).inc()
+        observers = self._observers.get((status, result))
+        if observers is None:
+            observers = (
+                self._metrics.ingest_duration.labels(str(status)),
+                self._metrics.ingest_requests.labels(result),
+            )
+            self._observers[(status, result)] = observers
+        observers[0].observe(time.perf_counter() - started)
+        observers[1].inc()
         if status >= 400 and status != 503:
             log.info("webhook rejected", status=status, reason=body.get("error"))
         return _json_response(status, body)

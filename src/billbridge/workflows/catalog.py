@@ -41,6 +41,8 @@ class _Snapshot:
     workflows: dict[str, Workflow] = field(default_factory=dict)
     versions: dict[str, tuple[int, float]] = field(default_factory=dict)  # version, updated_at
     enabled_by_event: dict[str, tuple[Workflow, ...]] = field(default_factory=dict)
+    # deliveries_for's answers, filled as event types arrive (immutable records, so shared)
+    deliveries: dict[tuple[str, bool], tuple[NewDelivery, ...]] = field(default_factory=dict)
 
 
 class WorkflowCatalog:
@@ -108,15 +110,18 @@ class WorkflowCatalog:
 
     def deliveries_for(self, event_type: str, livemode: bool) -> list[NewDelivery]:
         """One pending NewDelivery per action of each enabled workflow the event triggers."""
-        deliveries: list[NewDelivery] = []
-        for workflow in self._current().enabled_by_event.get(event_type, ()):
-            if not workflow.matches(event_type, livemode):
-                continue
-            deliveries.extend(
+        snapshot = self._current()
+        key = (event_type, livemode)
+        cached = snapshot.deliveries.get(key)
+        if cached is None:
+            cached = tuple(
                 NewDelivery(workflow_id=workflow.id, action_index=index, action_type=action.type)
+                for workflow in snapshot.enabled_by_event.get(event_type, ())
+                if workflow.matches(event_type, livemode)
                 for index, action in enumerate(workflow.actions)
             )
-        return deliveries
+            snapshot.deliveries[key] = cached
+        return list(cached)
 
     # Writes -------------------------------------------------------------------------------
 
