@@ -63,6 +63,8 @@ class IngestService:
         self._secrets = tuple(secrets)
         # The labelled metric children, by (status, outcome): labels() takes a lock each time.
         self._observers: dict[tuple[int, str], tuple[Any, Any]] = {}
+        # A filtered-out debug line still costs a logger bind per call: skip the call.
+        self._debug = settings.log_level.upper() == "DEBUG"
 
     def deliveries_for(self, event_type: str, livemode: bool) -> list[NewDelivery]:
         """The deliveries a new event needs; none for test-mode events that are ignored."""
@@ -141,19 +143,16 @@ class IngestService:
             )
         finally:
             structlog.contextvars.unbind_contextvars("stripe_event_id")
-        if result.inserted:
-            # No wake-up here: the store's ingest transaction already woke the workers
-            # (in process, and with NOTIFY on PostgreSQL).
+        # No wake-up here: the store's ingest transaction already woke the workers (in
+        # process, and with NOTIFY on PostgreSQL).
+        outcome = "stored" if result.inserted else "duplicate"
+        if self._debug:
             log.debug(
-                "event stored",
+                "event stored" if result.inserted else "duplicate event ignored",
                 stripe_event_id=event["id"],
                 type=event["type"],
                 deliveries=result.deliveries,
             )
-            outcome = "stored"
-        else:
-            log.debug("duplicate event ignored", stripe_event_id=event["id"], type=event["type"])
-            outcome = "duplicate"
         return self._answer(
             started,
             200,

@@ -108,6 +108,7 @@ def _monthly(
     return Fraction(amount) * (1 if quantity is None else quantity) * factor / count
 
 
+@lru_cache(maxsize=4096)
 def round_half_up(value: Fraction) -> int:
     return int((value + Fraction(1, 2)).__floor__()) if value >= 0 else -round_half_up(-value)
 
