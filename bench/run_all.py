@@ -511,6 +511,7 @@ class CioReceiver:
                 "people": stats["people"],
                 "duplicate_events": stats["duplicate_events"],
                 "violations": len(violations["violations"]),
+                "first_at": first["requests"][0]["time"] if first["requests"] else None,
                 "last_at": max((r["time"] for r in last), default=None),
             }
         stats = json.loads(http_get(self.url + "/_sink/stats", 10)[1])
@@ -519,6 +520,7 @@ class CioReceiver:
             "by_kind": stats["by_kind"],
             "operations": stats["operations"],
             "duplicate_events": stats["duplicate_event_ids"],
+            "first_at": stats["first_at"],
             "last_at": stats["last_at"],
         }
 
@@ -754,6 +756,80 @@ class Bench:
         proc.stop()
         return max(calls_per_s, sent_per_s), rss_after, sampler.peak / MB
 
+    def drain(self, cio: CioReceiver, worker_concurrency: int) -> float:
+        """The worker alone: `serve --no-worker` stores the events and stops, then one
+        `billbridge worker` delivers the whole queue. Returns deliveries/s from the first
+        Customer.io call to the last (the worker's start-up is not counted)."""
+        cio.reset()
+        name = f"bb-drain-{worker_concurrency}"
+        cio_env = {
+            "CUSTOMERIO_SITE_ID": CIO_SITE_ID,
+            "CUSTOMERIO_TRACK_API_KEY": CIO_TRACK_KEY,
+            "CUSTOMERIO_TRACK_URL": cio.url,
+            "CUSTOMERIO_APP_URL": cio.url,
+            "BILLBRIDGE_WORKER_CONCURRENCY": str(worker_concurrency),
+        }
+        proc = self.start_billbridge(name, cio_env, ["--no-worker"])
+        db = proc.db
+        events = make_events(E2E_TYPES, self.o.e2e_events, f"d{worker_concurrency}")
+        loader, collect = start_loadgen(
+            self.workdir,
+            proc.port,
+            events,
+            self.o.e2e_connections,
+            warmup=0,
+            timeout=self.o.phase_timeout,
+            sum_field="deliveries",
+        )
+        loader.wait(timeout=self.o.phase_timeout + 30)
+        load = collect()
+        proc.stop()
+        expected = int(load.data["field_sum"])
+        _total, queued, _by = delivery_counts(db)
+        env = clean_env(
+            {
+                "DATABASE_URL": f"sqlite:///{db}",
+                "STRIPE_WEBHOOK_SECRET": SECRET,
+                "BILLBRIDGE_VAR_DIR": str(db.parent / "var"),
+                **cio_env,
+            }
+        )
+        worker = self.procs.start(Proc(f"{name}-worker", [BILLBRIDGE, "worker"], env, db.parent))
+        deadline = time.monotonic() + self.o.phase_timeout + self.o.e2e_events / 100
+        done = False
+        with CpuMeter({"worker": worker.pid, f"Customer.io {cio.kind}": cio.proc.pid}) as cpu:
+            while time.monotonic() < deadline:
+                time.sleep(0.2)
+                total, open_count, _by = delivery_counts(db)
+                if total >= expected and open_count == 0:
+                    done = True
+                    break
+        summary = cio.summary()
+        _total, _open, by_status = delivery_counts(db)
+        worker.stop()
+        sent = by_status.get("succeeded", 0)
+        first, last = summary.get("first_at"), summary.get("last_at")
+        span = max(1e-9, (last or 0.0) - (first or 0.0))
+        per_s = sent / span if done and first and last else 0.0
+        worker_cpu = cpu.seconds.get("worker", 0.0)
+        print(
+            f"  worker alone, concurrency {worker_concurrency}: {queued} deliveries queued by "
+            f"{load.data['requests']} events; {sent} succeeded in {span:.2f} s (first to last "
+            f"Customer.io call) -> {per_s:.0f} deliveries/s" + ("" if done else "  (NOT FINISHED)"),
+            flush=True,
+        )
+        if sent:
+            print(
+                f"    worker CPU per delivery: {worker_cpu / sent * 1000:.2f} ms "
+                f"({int(summary['requests'])} HTTP calls); deliveries by status {by_status}",
+                flush=True,
+            )
+        print(f"    {cpu.line()}", flush=True)
+        if cpu.contended:
+            self.contended = True
+            print("    WARNING: other processes used the CPU during this phase", flush=True)
+        return per_s
+
     # -- the whole run --
 
     def run(self) -> None:
@@ -840,6 +916,26 @@ class Bench:
                     )
                 )
             print(flush=True)
+            if "drain" not in self.o.skip:
+                concurrency = max(self.o.worker_concurrencies)
+                print(
+                    f"== 3b. Queue drain: {self.o.e2e_events} events stored first, then "
+                    "billbridge worker alone ==",
+                    flush=True,
+                )
+                cio = CioReceiver(self.o.cio, self.procs, self.workdir)
+                try:
+                    per_s = self.drain(cio, concurrency)
+                finally:
+                    cio.proc.stop()
+                self.summary.append(
+                    (
+                        f"queue drain, worker alone, concurrency {concurrency}",
+                        f"{per_s:.0f}/s",
+                        "(information)",
+                    )
+                )
+                print(flush=True)
             print("== 4. Memory: serve RSS (process and children) ==", flush=True)
             for worker_concurrency, after, peak in memory:
                 ok = after < TARGET_RSS_MB and peak < TARGET_RSS_MB
@@ -884,7 +980,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated phases to leave out: ingest, worker, reference, e2e",
+        help="comma-separated phases to leave out: ingest, worker, reference, e2e, drain",
     )
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, DBs)")
