@@ -113,6 +113,7 @@ def test_concurrent_duplicates_store_one_event(server: Server) -> None:
         ("wrong secret", 400, "signature"),
         ("stale timestamp", 400, "tolerance"),
         ("bad json", 400, "JSON"),
+        ("NaN is not JSON", 400, "JSON"),
         ("not an event", 400, "event"),
         ("thin event", 400, "thin"),
         ("text/plain", 415, "application/json"),
@@ -134,6 +135,12 @@ def test_every_rejection_is_a_4xx_with_a_reason_and_stores_nothing(
         kwargs["timestamp"] = int(time.time()) - 301
     elif case == "bad json":
         body = b'{"id": "evt_1", "object": "event",'
+    elif case == "NaN is not JSON":
+        event = sample_event("customer.created")
+        body = (
+            json.dumps(event).encode().replace(b'"object": "event"', b'"object": "event", "x": NaN')
+        )
+        assert b"NaN" in body
     elif case == "not an event":
         body = json.dumps({"id": "cus_1", "object": "customer"}).encode()
     elif case == "thin event":
