@@ -12,12 +12,12 @@ Order of checks for `POST /webhooks/stripe` (SPEC §3); every refusal stores not
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,14 +34,11 @@ from billbridge.stripe.signature import verify_signature
 from billbridge.workflows.catalog import WorkflowCatalog
 
 log = structlog.get_logger("billbridge.ingest")
+_JSON = "application/json"
 
 
 def _json_response(status_code: int, body: dict[str, Any]) -> Response:
-    return Response(
-        content=json.dumps(body, separators=(",", ":")),
-        status_code=status_code,
-        media_type="application/json",
-    )
+    return Response(content=orjson.dumps(body), status_code=status_code, media_type=_JSON)
 
 
 class IngestService:

@@ -26,6 +26,9 @@ import hashlib
 import json
 from typing import Any
 
+import orjson
+
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _WIDTH = 13  # digits: Unix seconds and minor-unit amounts up to 10**13
 
 TERMINAL_SUBSCRIPTION = frozenset({"canceled", "incomplete_expired"})
@@ -40,9 +43,15 @@ def _num(value: Any) -> str:
 
 
 def digest(values: dict[str, Any]) -> str:
-    """A short, stable digest of a snapshot's values (the last tie-breaker)."""
-    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    """A short, stable digest of a snapshot's values (the last tie-breaker): SHA-256 of
+    their canonical JSON (sorted keys, compact, UTF-8; anything not JSON as its str)."""
+    try:
+        canonical = orjson.dumps(values, option=_CANONICAL, default=str)
+    except TypeError:  # e.g. an integer beyond 64 bits, which only json can write
+        canonical = json.dumps(
+            values, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False
+        ).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
 
 
 def order_key(
