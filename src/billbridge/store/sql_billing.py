@@ -159,12 +159,14 @@ class SqlBillingMixin(Store):
             if column.name not in values and column.name != "updated_at" and not column.nullable:
                 values[column.name] = False
         upsert = self._billing_sql(("upsert", table.name, *values), table)
-        changed = self._run_text(conn, upsert, values, returns_row=True)
+        wrote = self._run_text(conn, upsert, values, returns_row=True)
+        changed = wrote
         # Sticky flags (set whatever the order) and a customer learnt late: outside the guard.
         for flag in row.sticky:
             statement = self._billing_sql(("sticky", table.name, flag), table)
             changed = self._run_text(conn, statement, {"id": row.stripe_id}) or changed
-        if row.customer_id is not None:
+        # A row the upsert wrote already has this customer (COALESCE keeps a stored one).
+        if row.customer_id is not None and not wrote:
             statement = self._billing_sql(("customer", table.name), table)
             parameters = {"id": row.stripe_id, "customer_id": row.customer_id}
             changed = self._run_text(conn, statement, parameters) or changed

@@ -114,6 +114,10 @@ CLAIM_EVENTS_SQL = (
 )
 
 
+class _JobFailed(Exception):
+    """A job of an optimistic batch raised: the batch is rolled back and run again."""
+
+
 @dataclass(frozen=True)
 class _Job:
     """A write for the writer thread, and who waits for its result: a thread (`future`)
@@ -496,31 +500,23 @@ class SqliteStore(SqlStore):
             self._fail_leftovers()
 
     def _commit_batch(self, conn: Connection | None, batch: list[_Job]) -> Connection | None:
-        """Run `batch` in one transaction; returns the connection to reuse (None if broken)."""
+        """Run `batch` in one transaction; returns the connection to reuse (None if broken).
+
+        Optimistic first: the jobs run one after the other with no savepoint (each SQL
+        statement costs this thread a turn at the GIL, and under load the event loop holds
+        it). If one raises, the whole transaction is rolled back and the batch runs again
+        with each job in its own SAVEPOINT, so only the failing job is undone.
+        """
         live = [
             job for job in batch if job.future is None or job.future.set_running_or_notify_cancel()
         ]
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             if conn is None:
                 conn = self._write_engine.connect()
-            with conn.begin():
-                # Savepoints straight on the sqlite3 connection: SQLAlchemy's begin_nested()
-                # costs more than the ingest it wraps.
-                driver = _driver(conn)
-                for job in live:
-                    driver.execute("SAVEPOINT job")
-                    try:
-                        value = job.fn(conn)
-                    except Exception as exc:
-                        driver.execute("ROLLBACK TO job")
-                        driver.execute("RELEASE job")
-                        if isinstance(exc, UNAVAILABLE_ERRORS):
-                            exc = unavailable_error(exc)
-                        outcomes.append((job, None, exc))
-                    else:
-                        driver.execute("RELEASE job")
-                        outcomes.append((job, value, None))
+            try:
+                outcomes = self._run_jobs(conn, live, isolated=False)
+            except _JobFailed:
+                outcomes = self._run_jobs(conn, live, isolated=True)
         except Exception as exc:
             # Nothing of this batch is durable: every caller hears so.
             failure = unavailable_error(exc)
@@ -534,6 +530,38 @@ class SqliteStore(SqlStore):
             return None
         _settle(outcomes)
         return conn
+
+    @staticmethod
+    def _run_jobs(
+        conn: Connection, jobs: list[_Job], *, isolated: bool
+    ) -> list[tuple[_Job, Any, BaseException | None]]:
+        """Run `jobs` in one transaction and commit. Not `isolated`: the first failure
+        raises `_JobFailed` (and nothing is kept). `isolated`: each job in a SAVEPOINT
+        straight on the sqlite3 connection (SQLAlchemy's begin_nested() costs more than the
+        ingest it wraps); a failing job is rolled back alone and gets its exception."""
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        with conn.begin():
+            driver = _driver(conn)
+            for job in jobs:
+                if not isolated:
+                    try:
+                        outcomes.append((job, job.fn(conn), None))
+                    except Exception as exc:
+                        raise _JobFailed from exc
+                    continue
+                driver.execute("SAVEPOINT job")
+                try:
+                    value = job.fn(conn)
+                except Exception as exc:
+                    driver.execute("ROLLBACK TO job")
+                    driver.execute("RELEASE job")
+                    if isinstance(exc, UNAVAILABLE_ERRORS):
+                        exc = unavailable_error(exc)
+                    outcomes.append((job, None, exc))
+                else:
+                    driver.execute("RELEASE job")
+                    outcomes.append((job, value, None))
+        return outcomes
 
     def _fail_leftovers(self) -> None:
         with self._submit_lock:
