@@ -35,7 +35,6 @@ from sqlalchemy.pool import NullPool
 from billbridge.errors import ConfigurationError, StoreUnavailableError
 from billbridge.store.queries import attempt_values
 from billbridge.store.records import (
-    DUE_STATUSES,
     FINAL_STATUSES,
     ClaimedDelivery,
     Completion,
@@ -70,11 +69,18 @@ INSERT_EVENT_SQL = (
     " ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id, received_at"
 )
 EVENT_ID_SQL = "SELECT id FROM events WHERE stripe_event_id = ?"
-INSERT_DELIVERY_SQL = (
+# All of an event's deliveries in ONE statement (their varying fields as a JSON array of
+# [workflow_id, action_index, action_type, status, reason]): each statement run costs the
+# writer a turn at the GIL, which the busy event loop holds.
+INSERT_DELIVERIES_SQL = (
     "INSERT INTO deliveries (event_id, stripe_event_id, workflow_id, action_index,"
     " action_type, status, attempt_count, next_attempt_at, lease_until, claim_id, deadline_at,"
     " last_error, force, sent_ok, created_at, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, 0, ?, NULL, NULL, ?, ?, 0, 0, ?, ?)"
+    " SELECT :event_id, :stripe_event_id, json_extract(value, '$[0]'),"
+    " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'), 0,"
+    " CASE WHEN json_extract(value, '$[3]') IN ('pending', 'retrying') THEN :now END,"
+    " NULL, NULL, :deadline_at, json_extract(value, '$[4]'), 0, 0, :now, :now"
+    " FROM json_each(:deliveries) ORDER BY key"
 )
 
 
@@ -286,25 +292,21 @@ class SqliteStore(SqlStore):
             (existing,) = driver.execute(EVENT_ID_SQL, (event.stripe_event_id,)).fetchone()
             return IngestResult(inserted=False, event_id=int(existing), deliveries=0)
         event_id, now = int(rows[0][0]), float(rows[0][1])
-        driver.executemany(
-            INSERT_DELIVERY_SQL,
-            [
-                (
-                    event_id,
-                    event.stripe_event_id,
-                    nd.workflow_id,
-                    nd.action_index,
-                    nd.action_type,
-                    nd.status,
-                    now if nd.status in DUE_STATUSES else None,
-                    now + retry_window,
-                    nd.reason,
-                    now,
-                    now,
-                )
+        if new_deliveries:
+            due = [
+                [nd.workflow_id, nd.action_index, nd.action_type, nd.status, nd.reason]
                 for nd in new_deliveries
-            ],
-        )
+            ]
+            driver.execute(
+                INSERT_DELIVERIES_SQL,
+                {
+                    "event_id": event_id,
+                    "stripe_event_id": event.stripe_event_id,
+                    "now": now,
+                    "deadline_at": now + retry_window,
+                    "deliveries": json.dumps(due),
+                },
+            )
         if customer is not None:
             self._upsert_customer_tx(conn, customer)
         return IngestResult(inserted=True, event_id=event_id, deliveries=len(new_deliveries))
