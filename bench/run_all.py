@@ -550,11 +550,34 @@ class Bench:
         self.summary: list[tuple[str, str, str]] = []  # (what, value, verdict)
         self.contended = False  # another process took CPU during a phase
 
-    def note_cpu(self, cpu: CpuMeter) -> None:
-        print(f"       {cpu.line()}", flush=True)
+    def note_cpu(self, cpu: CpuMeter, indent: str = "       ") -> None:
+        print(f"{indent}{cpu.line()}", flush=True)
         if cpu.contended:
             self.contended = True
-            print("       WARNING: other processes used the CPU during this phase", flush=True)
+            print(f"{indent}WARNING: other processes used the CPU during this phase", flush=True)
+
+    @staticmethod
+    def cio_env(cio: CioReceiver, worker_concurrency: int) -> dict[str, str]:
+        """Billbridge's settings for sending to this receiver."""
+        return {
+            "CUSTOMERIO_SITE_ID": CIO_SITE_ID,
+            "CUSTOMERIO_TRACK_API_KEY": CIO_TRACK_KEY,
+            "CUSTOMERIO_TRACK_URL": cio.url,
+            "CUSTOMERIO_APP_URL": cio.url,
+            "BILLBRIDGE_WORKER_CONCURRENCY": str(worker_concurrency),
+        }
+
+    def start_worker(self, name: str, db: Path, cio_env: dict[str, str]) -> Proc:
+        """`billbridge worker` on the database of a `serve` started by start_billbridge."""
+        env = clean_env(
+            {
+                "DATABASE_URL": f"sqlite:///{db}",
+                "STRIPE_WEBHOOK_SECRET": SECRET,
+                "BILLBRIDGE_VAR_DIR": str(db.parent / "var"),
+                **cio_env,
+            }
+        )
+        return self.procs.start(Proc(name, [BILLBRIDGE, "worker"], env, db.parent))
 
     # -- servers --
 
@@ -643,28 +666,12 @@ class Bench:
         process delivers (two processes, one per core)."""
         cio.reset()
         name = f"bb-e2e-{worker_concurrency}" + ("-split" if split else "")
-        cio_env = {
-            "CUSTOMERIO_SITE_ID": CIO_SITE_ID,
-            "CUSTOMERIO_TRACK_API_KEY": CIO_TRACK_KEY,
-            "CUSTOMERIO_TRACK_URL": cio.url,
-            "CUSTOMERIO_APP_URL": cio.url,
-            "BILLBRIDGE_WORKER_CONCURRENCY": str(worker_concurrency),
-        }
+        cio_env = self.cio_env(cio, worker_concurrency)
         proc = self.start_billbridge(name, cio_env, ["--no-worker"] if split else [])
         db = proc.db
         worker: Proc | None = None
         if split:
-            env = clean_env(
-                {
-                    "DATABASE_URL": f"sqlite:///{db}",
-                    "STRIPE_WEBHOOK_SECRET": SECRET,
-                    "BILLBRIDGE_VAR_DIR": str(db.parent / "var"),
-                    **cio_env,
-                }
-            )
-            worker = self.procs.start(
-                Proc(f"{name}-worker", [BILLBRIDGE, "worker"], env, db.parent)
-            )
+            worker = self.start_worker(f"{name}-worker", db, cio_env)
         rss_start = rss_bytes(proc.pid) / MB
         events = make_events(E2E_TYPES, self.o.e2e_events, f"e{worker_concurrency}{split}")
         deadline_s = self.o.phase_timeout + self.o.e2e_events / 100
@@ -741,10 +748,7 @@ class Bench:
             f"{open_count} not final, by status {by_status}",
             flush=True,
         )
-        print(f"    {cpu.line()}", flush=True)
-        if cpu.contended:
-            self.contended = True
-            print("    WARNING: other processes used the CPU during this phase", flush=True)
+        self.note_cpu(cpu, indent="    ")
         print(
             f"    serve RSS: {rss_start:.1f} MB at start, peak {sampler.peak / MB:.1f} MB "
             f"({sampler.samples} samples every 100 ms), {rss_after:.1f} MB after the run",
@@ -762,13 +766,7 @@ class Bench:
         Customer.io call to the last (the worker's start-up is not counted)."""
         cio.reset()
         name = f"bb-drain-{worker_concurrency}"
-        cio_env = {
-            "CUSTOMERIO_SITE_ID": CIO_SITE_ID,
-            "CUSTOMERIO_TRACK_API_KEY": CIO_TRACK_KEY,
-            "CUSTOMERIO_TRACK_URL": cio.url,
-            "CUSTOMERIO_APP_URL": cio.url,
-            "BILLBRIDGE_WORKER_CONCURRENCY": str(worker_concurrency),
-        }
+        cio_env = self.cio_env(cio, worker_concurrency)
         proc = self.start_billbridge(name, cio_env, ["--no-worker"])
         db = proc.db
         events = make_events(E2E_TYPES, self.o.e2e_events, f"d{worker_concurrency}")
@@ -786,15 +784,7 @@ class Bench:
         proc.stop()
         expected = int(load.data["field_sum"])
         _total, queued, _by = delivery_counts(db)
-        env = clean_env(
-            {
-                "DATABASE_URL": f"sqlite:///{db}",
-                "STRIPE_WEBHOOK_SECRET": SECRET,
-                "BILLBRIDGE_VAR_DIR": str(db.parent / "var"),
-                **cio_env,
-            }
-        )
-        worker = self.procs.start(Proc(f"{name}-worker", [BILLBRIDGE, "worker"], env, db.parent))
+        worker = self.start_worker(f"{name}-worker", db, cio_env)
         deadline = time.monotonic() + self.o.phase_timeout + self.o.e2e_events / 100
         done = False
         with CpuMeter({"worker": worker.pid, f"Customer.io {cio.kind}": cio.proc.pid}) as cpu:
@@ -824,10 +814,7 @@ class Bench:
                 f"({int(summary['requests'])} HTTP calls); deliveries by status {by_status}",
                 flush=True,
             )
-        print(f"    {cpu.line()}", flush=True)
-        if cpu.contended:
-            self.contended = True
-            print("    WARNING: other processes used the CPU during this phase", flush=True)
+        self.note_cpu(cpu, indent="    ")
         return per_s
 
     # -- the whole run --

@@ -21,6 +21,7 @@ import queue
 import sqlite3
 import threading
 import uuid
+from collections import namedtuple
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from billbridge.errors import ConfigurationError, StoreUnavailableError
-from billbridge.store.queries import attempt_values
+from billbridge.store.queries import attempt_values, claimed_delivery
 from billbridge.store.records import (
     FINAL_STATUSES,
     ClaimedDelivery,
@@ -115,6 +116,14 @@ CLAIM_SQL = (
     " RETURNING id, claim_id, event_id, stripe_event_id, workflow_id, action_index,"
     " action_type, status, attempt_count, deadline_at, force, sent_ok"
 )
+# The columns CLAIM_SQL and CLAIM_EVENTS_SQL return, by name (as `queries.claimed_delivery`
+# reads them).
+_ClaimRow = namedtuple(
+    "_ClaimRow",
+    "id claim_id event_id stripe_event_id workflow_id action_index action_type status"
+    " attempt_count deadline_at force sent_ok",
+)
+_ClaimEventRow = namedtuple("_ClaimEventRow", "id type livemode created payload")
 CLAIM_EVENTS_SQL = (
     "SELECT id, type, livemode, created, payload FROM events"
     " WHERE id IN (SELECT value FROM json_each(?))"
@@ -336,44 +345,8 @@ class SqliteStore(SqlStore):
             raise sa.exc.DBAPIError.instance(
                 "claim", None, exc, sqlite3.Error, ismulti=False
             ) from exc
-        claims = []
-        for delivery_id in ids:  # due order
-            (
-                _id,
-                claim_id,
-                event_id,
-                stripe_event_id,
-                workflow_id,
-                action_index,
-                action_type,
-                status,
-                attempt_count,
-                deadline_at,
-                force,
-                sent_ok,
-            ) = claimed[delivery_id]
-            _eid, event_type, livemode, created, payload = event_rows[event_id]
-            claims.append(
-                ClaimedDelivery(
-                    delivery_id=int(delivery_id),
-                    claim_id=claim_id,
-                    event_id=int(event_id),
-                    stripe_event_id=stripe_event_id,
-                    event_type=event_type,
-                    livemode=bool(livemode),
-                    event_created=int(created),
-                    payload=payload,
-                    workflow_id=workflow_id,
-                    action_index=int(action_index),
-                    action_type=action_type,
-                    status=status,
-                    attempt_count=int(attempt_count),
-                    deadline_at=float(deadline_at),
-                    force=bool(force),
-                    sent_ok=bool(sent_ok),
-                )
-            )
-        return claims
+        rows = [_ClaimRow(*claimed[delivery_id]) for delivery_id in ids]  # due order
+        return [claimed_delivery(row, _ClaimEventRow(*event_rows[row.event_id])) for row in rows]
 
     def _upsert_customer_tx(self, conn: Connection, customer: CustomerRecord) -> bool:
         try:
