@@ -40,37 +40,10 @@ Insert = sqlite.Insert | postgresql.Insert
 STICKY_COLUMNS = frozenset({"deleted", "payment_failed"})
 
 
-# The reads of one customer's billing state, built once (constructing them on every call
-# cost more than running them). `customer_id` is bound at execution.
-_CUSTOMER_ID: sa.BindParameter[str] = sa.bindparam("customer_id", type_=sa.String())
-_OWN_CHARGES = sa.select(billing_charges.c.id).where(billing_charges.c.customer_id == _CUSTOMER_ID)
-_CUSTOMER_QUERY = sa.select(billing_customers).where(billing_customers.c.id == _CUSTOMER_ID)
-
-
-def _own(table: sa.Table) -> sa.Select[Any]:
-    return sa.select(table).where(table.c.customer_id == _CUSTOMER_ID).order_by(table.c.id)
-
-
-def _linked(table: sa.Table) -> sa.Select[Any]:
-    """Rows of the customer, or of one of the customer's charges (disputes, refunds)."""
-    return (
-        sa.select(table)
-        .where(sa.or_(table.c.customer_id == _CUSTOMER_ID, table.c.charge_id.in_(_OWN_CHARGES)))
-        .order_by(table.c.id)
-    )
-
-
-_STATE_QUERIES: dict[str, sa.Select[Any]] = {
-    "subscriptions": _own(billing_subscriptions),
-    "charges": _own(billing_charges),
-    "refunds": _linked(billing_refunds),
-    "invoices": _own(billing_invoices),
-    "disputes": _linked(billing_disputes),
-}
-
-
-# The same reads for many customers at once (`customer_snapshots`): `ids` expands to the
-# list bound at execution. Rows come ordered by id, so each customer's stay in that order.
+# The reads of customers' billing state, for one (`billing_state`) or many at once
+# (`customer_snapshots`), built once: constructing them on every call cost more than
+# running them. `ids` expands to the list bound at execution; rows come ordered by id, so
+# each customer's stay in that order.
 _IDS: sa.BindParameter[str] = sa.bindparam("ids", expanding=True, type_=sa.String())
 SNAPSHOT_CHUNK = 400  # customers per round of queries (well under any bound-parameter limit)
 _RECORDS_QUERY = sa.select(customers).where(customers.c.stripe_customer_id.in_(_IDS))
@@ -229,22 +202,7 @@ class SqlBillingMixin(Store):
     # Reads --------------------------------------------------------------------------------
 
     def billing_state(self, customer_id: str) -> BillingState:
-        return self._read(lambda conn: self._billing_state(conn, customer_id))
-
-    @staticmethod
-    def _billing_state(conn: Connection, customer_id: str) -> BillingState:
-        def rows(stmt: sa.Select[Any]) -> tuple[dict[str, Any], ...]:
-            return tuple(_row_dict(row) for row in conn.execute(stmt, {"customer_id": customer_id}))
-
-        customer = conn.execute(_CUSTOMER_QUERY, {"customer_id": customer_id}).first()
-        return BillingState(
-            customer=None if customer is None else _row_dict(customer),
-            subscriptions=rows(_STATE_QUERIES["subscriptions"]),
-            charges=rows(_STATE_QUERIES["charges"]),
-            refunds=rows(_STATE_QUERIES["refunds"]),
-            invoices=rows(_STATE_QUERIES["invoices"]),
-            disputes=rows(_STATE_QUERIES["disputes"]),
-        )
+        return self._read(lambda conn: self._billing_states(conn, [customer_id])[customer_id])
 
     def customer_snapshots(self, customer_ids: Collection[str]) -> dict[str, CustomerSnapshot]:
         ids = sorted(set(customer_ids))
@@ -261,6 +219,16 @@ class SqlBillingMixin(Store):
             row.stripe_customer_id: customer_record(row)
             for row in conn.execute(_RECORDS_QUERY, parameters)
         }
+        states = SqlBillingMixin._billing_states(conn, ids)
+        return {
+            customer_id: CustomerSnapshot(records.get(customer_id), states[customer_id])
+            for customer_id in ids
+        }
+
+    @staticmethod
+    def _billing_states(conn: Connection, ids: list[str]) -> dict[str, BillingState]:
+        """Each customer's projected objects; refunds and disputes also through its charges."""
+        parameters = {"ids": ids}
         customer_rows = conn.execute(_SNAPSHOT_QUERIES["customer"], parameters)
         billing_customer = {row.id: _row_dict(row) for row in customer_rows}
         kinds = ("subscriptions", "charges", "refunds", "invoices", "disputes")
@@ -279,12 +247,9 @@ class SqlBillingMixin(Store):
                 for owner in owners:
                     found[owner][kind].append(data)
         return {
-            customer_id: CustomerSnapshot(
-                record=records.get(customer_id),
-                state=BillingState(
-                    customer=billing_customer.get(customer_id),
-                    **{kind: tuple(rows) for kind, rows in found[customer_id].items()},
-                ),
+            customer_id: BillingState(
+                customer=billing_customer.get(customer_id),
+                **{kind: tuple(rows) for kind, rows in found[customer_id].items()},
             )
             for customer_id in ids
         }
