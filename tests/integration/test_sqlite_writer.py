@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from billbridge.store.sqlite import SqliteStore
+from billbridge.billing.projection import rows_for_event
+from billbridge.store.records import CustomerRecord, IngestResult, NewDelivery, NewEvent
+from billbridge.store.records_billing import BillingRow
+from billbridge.store.sqlite import SqliteStore, _Job
+from billbridge.store.tables_billing import BILLING_TABLES
+from billbridge.stripe.events import new_event_from
 
 
 @pytest.fixture
@@ -64,3 +71,176 @@ def test_a_failing_job_is_undone_alone_and_the_rest_of_its_batch_commits(
 
     assert store.get_meta("bad") is None  # the failing job left nothing
     assert [store.get_meta(f"key{i}") for i in range(6)] == [str(i) for i in range(6)]
+
+
+def _story() -> list[tuple[NewEvent, list[NewDelivery], CustomerRecord | None, list[BillingRow]]]:
+    """Ingests as the webhook path makes them: billing rows, a customer, decided deliveries,
+    an event id seen twice, and one that fails (two deliveries for one action)."""
+    cus = "cus_story"
+    subscription = {
+        "object": "subscription",
+        "id": "sub_story",
+        "customer": cus,
+        "status": "active",
+        "currency": "usd",
+        "created": 1_000,
+        "cancel_at_period_end": False,
+        "items": {"data": [{"price": {"id": "price_1", "unit_amount": 900}, "quantity": 1}]},
+        "livemode": False,
+    }
+    charge = {
+        "object": "charge",
+        "id": "ch_story",
+        "customer": cus,
+        "status": "succeeded",
+        "paid": True,
+        "amount": 900,
+        "amount_refunded": 0,
+        "currency": "usd",
+        "created": 1_100,
+        "livemode": False,
+    }
+    updated = {**subscription, "status": "past_due"}
+    stripe_events = [
+        ("evt_b1", "customer.subscription.created", subscription, 100),
+        ("evt_b2", "charge.succeeded", charge, 110),
+        ("evt_b3", "customer.subscription.updated", updated, 120),
+        ("evt_b1", "customer.subscription.created", subscription, 100),  # again in the batch
+        ("evt_b0", "charge.succeeded", charge, 90),  # stored before the batch
+        ("evt_b4", "customer.created", {"object": "customer", "id": cus}, 130),
+        ("evt_b5", "charge.succeeded", {**charge, "id": "ch_late"}, 140),
+        # An older snapshot (not written) and a new charge: one multi-row upsert.
+        ("evt_b6", "charge.succeeded", {**charge, "status": "pending"}, 80),
+        ("evt_b7", "charge.succeeded", {**charge, "id": "ch_other"}, 150),
+        # A charge stored without its customer learns it from an older snapshot.
+        ("evt_b8", "charge.succeeded", {**charge, "id": "ch_anon", "customer": None}, 200),
+        ("evt_b9", "charge.succeeded", {**charge, "id": "ch_anon", "status": "pending"}, 190),
+        ("evt_b10", "charge.succeeded", {**charge, "id": "ch_another"}, 210),
+    ]
+    story = []
+    for stripe_id, event_type, obj, created in stripe_events:
+        body = {
+            "id": stripe_id,
+            "object": "event",
+            "type": event_type,
+            "created": created,
+            "livemode": False,
+            "data": {"object": obj},
+        }
+        deliveries = [
+            NewDelivery("wf_a", 0, "identify"),
+            NewDelivery("wf_a", 1, "track_event", status="skipped", reason="filter"),
+            NewDelivery("wf_b", 0, "track_event", status="dry_run", reason="test mode"),
+        ]
+        customer = None
+        if event_type == "customer.created":
+            customer = CustomerRecord(cus, "story@example.com", "Story", 130, watermark=130)
+        story.append(
+            (new_event_from(body, json.dumps(body)), deliveries, customer, rows_for_event(body))
+        )
+    clash = [NewDelivery("wf", 0, "identify"), NewDelivery("wf", 0, "identify")]
+    failing = story[1][0].__class__(**{**story[1][0].__dict__, "stripe_event_id": "evt_bad"})
+    story.insert(5, (failing, clash, None, []))
+    return story
+
+
+def _tables(store: SqliteStore) -> dict[str, list[dict[str, object]]]:
+    """Every stored row, clock columns left out (checked apart)."""
+    clock = {"received_at", "created_at", "updated_at", "next_attempt_at", "deadline_at"}
+    names = ["events", "deliveries", "customers", *sorted(t.name for t in BILLING_TABLES.values())]
+    with store._engine.connect() as conn:
+        return {
+            name: [
+                {k: v for k, v in row._mapping.items() if k not in clock}
+                for row in conn.execute(sa.text(f"SELECT * FROM {name} ORDER BY 1"))
+            ]
+            for name in names
+        }
+
+
+@pytest.mark.parametrize("with_failure", [False, True], ids=["all-good", "one-fails"])
+def test_a_batch_of_ingests_stores_what_one_by_one_ingests_store(
+    tmp_path: Path, with_failure: bool
+) -> None:
+    """The writer runs a batch's ingests together (multi-row statements): same results and
+    the same rows as ingesting them one at a time. With a failing ingest in the batch, the
+    batch runs again job by job and the failing one alone is refused."""
+    story = _story()
+    stored_before = story.pop(6)  # evt_b0
+    if not with_failure:
+        story.pop(5)
+
+    def outcome(ingest: Callable[[], IngestResult]) -> object:
+        try:
+            result = ingest()
+        except sa.exc.IntegrityError:
+            return "refused"
+        return (result.inserted, result.event_id, result.deliveries)
+
+    one_by_one = SqliteStore(f"sqlite:///{tmp_path / 'one.db'}")
+    together = SqliteStore(f"sqlite:///{tmp_path / 'batch.db'}")
+    try:
+        for store in (one_by_one, together):
+            store.migrate()
+            store.ingest(*stored_before[:3], billing=stored_before[3])
+        expected = [
+            outcome(lambda e=e, d=d, c=c, b=b: one_by_one.ingest(e, d, c, billing=b))
+            for e, d, c, b in story
+        ]
+
+        batches: list[int] = []
+        ingest_many = together._ingest_many
+
+        def counted(conn: Connection, ingests: Sequence[Any]) -> list[IngestResult]:
+            batches.append(len(ingests))
+            return ingest_many(conn, ingests)
+
+        together._ingest_many = counted  # type: ignore[method-assign]
+        gate, running = threading.Event(), threading.Event()
+
+        def blocker(conn: Connection) -> None:
+            running.set()
+            gate.wait(10)
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(together._write, blocker)
+            _poll(running.is_set)
+            futures: list[Future[IngestResult]] = []
+            for e, d, c, b in story:  # queued in this order, behind the blocker
+                future: Future[IngestResult] = Future()
+                together._submit(_Job(together._ingest_job(e, d, c, 259_200.0, b), future=future))
+                futures.append(future)
+            gate.set()
+            first.result(timeout=10)
+            got = [outcome(lambda f=f: f.result(timeout=10)) for f in futures]
+    finally:
+        one_by_one.close()
+        together.close()
+
+    assert batches == [len(story)]  # in one go (a failure re-runs the jobs one by one)
+    assert got == expected
+    assert expected.count("refused") == (1 if with_failure else 0)
+    inserted = [o[0] for o in expected if isinstance(o, tuple)]
+    assert inserted == [True, True, True, False] + [True] * 7
+    tables = _tables(together)
+    assert tables == _tables(one_by_one)
+    assert [len(tables[name]) for name in ("events", "deliveries", "customers")] == [11, 33, 1]
+    charges = {row["id"]: row for row in tables["billing_charges"]}
+    assert sorted(charges) == ["ch_anon", "ch_another", "ch_late", "ch_other", "ch_story"]
+    assert charges["ch_story"]["status"] == "succeeded"  # the older snapshot lost
+    assert (charges["ch_anon"]["status"], charges["ch_anon"]["customer_id"]) == (
+        "succeeded",
+        "cus_story",
+    )
+    with together._engine.connect() as conn:
+        clocks = conn.execute(
+            sa.text(
+                "SELECT d.status, d.next_attempt_at - e.received_at, d.deadline_at - e.received_at,"
+                " d.created_at - e.received_at FROM deliveries d JOIN events e ON e.id = d.event_id"
+            )
+        ).all()
+    assert {tuple(row) for row in clocks} == {
+        ("pending", 0.0, 259_200.0, 0.0),
+        ("skipped", None, 259_200.0, 0.0),
+        ("dry_run", None, 259_200.0, 0.0),
+    }

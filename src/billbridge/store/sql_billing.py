@@ -113,6 +113,14 @@ class SqlBillingMixin(Store):
 
     def _apply_row(self, conn: Connection, row: BillingRow) -> bool:
         table = BILLING_TABLES[row.kind]
+        values = self._row_values(row, table)
+        upsert = self._billing_sql(("upsert", table.name, *values), table)
+        wrote = self._run_text(conn, upsert, values, returns_row=True)
+        return self._after_upsert(conn, row, table, wrote=wrote) or wrote
+
+    @staticmethod
+    def _row_values(row: BillingRow, table: sa.Table) -> dict[str, Any]:
+        """The columns the upsert of `row` writes, by name."""
         values: dict[str, Any] = {
             "id": row.stripe_id,
             "customer_id": row.customer_id,
@@ -131,10 +139,14 @@ class SqlBillingMixin(Store):
         for column in table.c:  # flags not named default to false on first insert
             if column.name not in values and column.name != "updated_at" and not column.nullable:
                 values[column.name] = False
-        upsert = self._billing_sql(("upsert", table.name, *values), table)
-        wrote = self._run_text(conn, upsert, values, returns_row=True)
-        changed = wrote
-        # Sticky flags (set whatever the order) and a customer learnt late: outside the guard.
+        return values
+
+    def _after_upsert(
+        self, conn: Connection, row: BillingRow, table: sa.Table, *, wrote: bool
+    ) -> bool:
+        """What the guarded upsert of `row` cannot do: sticky flags (set whatever the order)
+        and a customer learnt late. True when either changed the row."""
+        changed = False
         for flag in row.sticky:
             statement = self._billing_sql(("sticky", table.name, flag), table)
             changed = self._run_text(conn, statement, {"id": row.stripe_id}) or changed
@@ -171,18 +183,8 @@ class SqlBillingMixin(Store):
         name, now = table.name, str(self._now_expr)
         if key[0] == "upsert":
             columns = key[2:]
-            kept = ("customer_id", "account", "livemode", "created")
-            sets = [
-                f"{c} = COALESCE(excluded.{c}, {name}.{c})" if c in kept else f"{c} = excluded.{c}"
-                for c in columns
-                if c != "id" and c not in STICKY_COLUMNS
-            ]
-            sql = (
-                f"INSERT INTO {name} ({', '.join(columns)}, updated_at)"  # noqa: S608
-                f" VALUES ({', '.join(':' + c for c in columns)}, {now})"
-                f" ON CONFLICT (id) DO UPDATE SET {', '.join(sets)},"
-                " updated_at = excluded.updated_at"
-                f" WHERE {name}.order_key < excluded.order_key RETURNING id"
+            sql = self._upsert_sql(
+                table, columns, f"({', '.join(':' + c for c in columns)}, {now})"
             )
         elif key[0] == "sticky":
             flag = key[2]
@@ -198,6 +200,23 @@ class SqlBillingMixin(Store):
         statement = sa.text(sql)
         cache[key] = statement
         return statement
+
+    def _upsert_sql(self, table: sa.Table, columns: Sequence[str], rows: str) -> str:
+        """The guarded upsert of `columns` (plus updated_at) for the VALUES `rows`: a row is
+        written only when its order_key sorts after the stored one; RETURNING the ids written."""
+        name = table.name
+        kept = ("customer_id", "account", "livemode", "created")
+        sets = [
+            f"{c} = COALESCE(excluded.{c}, {name}.{c})" if c in kept else f"{c} = excluded.{c}"
+            for c in columns
+            if c != "id" and c not in STICKY_COLUMNS
+        ]
+        return (
+            f"INSERT INTO {name} ({', '.join(columns)}, updated_at)"  # noqa: S608
+            f" VALUES {rows} ON CONFLICT (id) DO UPDATE SET {', '.join(sets)},"
+            " updated_at = excluded.updated_at"
+            f" WHERE {name}.order_key < excluded.order_key RETURNING id"
+        )
 
     # Reads --------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ the writer, nor it them).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import queue
 import sqlite3
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import sqlite
@@ -45,6 +47,7 @@ from billbridge.store.records import (
     NewDelivery,
     NewEvent,
 )
+from billbridge.store.records_billing import BillingRow
 from billbridge.store.sql import (
     UNAVAILABLE_ERRORS,
     Insert,
@@ -54,6 +57,7 @@ from billbridge.store.sql import (
     unavailable_error,
     unavailable_on_errors,
 )
+from billbridge.store.tables_billing import BILLING_TABLES
 
 T = TypeVar("T")
 _NAMED = sqlite.dialect(paramstyle="named")  # renders statements with :name parameters
@@ -71,6 +75,25 @@ INSERT_EVENT_SQL = (
     " ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id, received_at"
 )
 EVENT_ID_SQL = "SELECT id FROM events WHERE stripe_event_id = ?"
+EVENT_IDS_SQL = (
+    "SELECT stripe_event_id, id FROM events"
+    " WHERE stripe_event_id IN (SELECT value FROM json_each(?))"
+)
+EVENTS_PER_STATEMENT = 64  # rows of one multi-row event INSERT (11 parameters each)
+
+
+@functools.lru_cache(maxsize=EVENTS_PER_STATEMENT)
+def insert_events_sql(rows: int) -> str:
+    """INSERT_EVENT_SQL for `rows` events in one statement (a batch's webhooks together)."""
+    values = f"(?, ?, ?, ?, {NOW_SQL}, ?, ?, ?, ?, ?, ?, ?)"
+    return (
+        "INSERT INTO events (stripe_event_id, type, livemode, created, received_at,"  # noqa: S608
+        " api_version, account, object_id, customer_id, email, payload, source)"
+        f" VALUES {', '.join([values] * rows)}"
+        " ON CONFLICT (stripe_event_id) DO NOTHING RETURNING stripe_event_id, id, received_at"
+    )
+
+
 # All of an event's deliveries in ONE statement (their varying fields as a JSON array of
 # [workflow_id, action_index, action_type, status, reason]): each statement run costs the
 # writer a turn at the GIL, which the busy event loop holds.
@@ -83,6 +106,20 @@ INSERT_DELIVERIES_SQL = (
     " CASE WHEN json_extract(value, '$[3]') IN ('pending', 'retrying') THEN :now END,"
     " NULL, NULL, :deadline_at, json_extract(value, '$[4]'), 0, 0, :now, :now"
     " FROM json_each(:deliveries) ORDER BY key"
+)
+# The deliveries of many events in one statement: each element is [event_id,
+# stripe_event_id, workflow_id, action_index, action_type, status, reason, now, deadline_at].
+INSERT_BATCH_DELIVERIES_SQL = (
+    "INSERT INTO deliveries (event_id, stripe_event_id, workflow_id, action_index,"
+    " action_type, status, attempt_count, next_attempt_at, lease_until, claim_id, deadline_at,"
+    " last_error, force, sent_ok, created_at, updated_at)"
+    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+    " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
+    " json_extract(value, '$[5]'), 0,"
+    " CASE WHEN json_extract(value, '$[5]') IN ('pending', 'retrying')"
+    " THEN json_extract(value, '$[7]') END, NULL, NULL, json_extract(value, '$[8]'),"
+    " json_extract(value, '$[6]'), 0, 0, json_extract(value, '$[7]'), json_extract(value, '$[7]')"
+    " FROM json_each(?) ORDER BY key"
 )
 
 
@@ -143,6 +180,25 @@ class _Job:
     future: Future[Any] | None = None
     waiter: asyncio.Future[Any] | None = None
     loop: asyncio.AbstractEventLoop | None = None
+
+
+BILLING_ROWS_PER_STATEMENT = 32  # rows of one multi-row billing upsert
+
+
+@dataclass(frozen=True)
+class _Ingest:
+    """An ingest job: the writer runs the ingests of a batch together (`_ingest_many`);
+    called on its own (a batch being re-run job by job) it is the one-event ingest."""
+
+    run_alone: Callable[[Connection], IngestResult]
+    event: NewEvent
+    deliveries: Sequence[NewDelivery]
+    customer: CustomerRecord | None
+    retry_window: float
+    billing: Sequence[BillingRow]
+
+    def __call__(self, conn: Connection) -> IngestResult:
+        return self.run_alone(conn)
 
 
 def _settle(outcomes: Sequence[tuple[_Job, Any, BaseException | None]]) -> None:
@@ -240,6 +296,7 @@ class SqliteStore(SqlStore):
         )
         # The customers upsert (customer.* events) as the same SQL, run on the raw connection.
         self._upsert_customer_sql = str(self._upsert_customer_stmt.compile(dialect=_NAMED))
+        self._upsert_many_statements: dict[tuple[str, tuple[str, ...], int], str] = {}
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._submit_lock = threading.Lock()
         self._closed = False
@@ -320,6 +377,151 @@ class SqliteStore(SqlStore):
         if customer is not None:
             self._upsert_customer_tx(conn, customer)
         return IngestResult(inserted=True, event_id=event_id, deliveries=len(new_deliveries))
+
+    def _ingest_job(
+        self,
+        event: NewEvent,
+        deliveries: Sequence[NewDelivery],
+        customer: CustomerRecord | None,
+        retry_window: float,
+        billing: Sequence[BillingRow],
+    ) -> Callable[[Connection], IngestResult]:
+        alone = super()._ingest_job(event, deliveries, customer, retry_window, billing)
+        return _Ingest(alone, event, deliveries, customer, retry_window, billing)
+
+    def _ingest_many(self, conn: Connection, ingests: Sequence[_Ingest]) -> list[IngestResult]:
+        """Several ingests in a few statements: all their events in multi-row INSERTs, all
+        their deliveries in one; then customers and billing rows, event by event in order.
+        Same rows as running each `_Ingest` alone in turn: an event id seen twice is stored
+        once, by its first ingest."""
+        driver = _driver(conn)
+        try:
+            first: dict[str, _Ingest] = {}
+            for ingest in ingests:
+                first.setdefault(ingest.event.stripe_event_id, ingest)
+            stored: dict[str, tuple[int, float]] = {}
+            news = list(first.values())
+            for start in range(0, len(news), EVENTS_PER_STATEMENT):
+                chunk = news[start : start + EVENTS_PER_STATEMENT]
+                parameters: list[Any] = []
+                for ingest in chunk:
+                    e = ingest.event
+                    parameters += (
+                        e.stripe_event_id,
+                        e.type,
+                        e.livemode,
+                        e.created,
+                        e.api_version,
+                        e.account,
+                        e.object_id,
+                        e.customer_id,
+                        e.email,
+                        e.payload,
+                        e.source,
+                    )
+                for stripe_id, event_id, now in driver.execute(
+                    insert_events_sql(len(chunk)), parameters
+                ).fetchall():
+                    stored[stripe_id] = (int(event_id), float(now))
+            existing: dict[str, int] = {}
+            if len(stored) < len(ingests):
+                missing = [stripe_id for stripe_id in first if stripe_id not in stored]
+                if missing:
+                    rows = driver.execute(EVENT_IDS_SQL, (json.dumps(missing),))
+                    existing = {stripe_id: int(event_id) for stripe_id, event_id in rows}
+            results: list[IngestResult] = []
+            inserted: list[tuple[_Ingest, int, float]] = []
+            for ingest in ingests:
+                stripe_id = ingest.event.stripe_event_id
+                if first[stripe_id] is ingest and stripe_id in stored:
+                    event_id, now = stored[stripe_id]
+                    inserted.append((ingest, event_id, now))
+                    results.append(
+                        IngestResult(
+                            inserted=True, event_id=event_id, deliveries=len(ingest.deliveries)
+                        )
+                    )
+                else:
+                    event_id = stored[stripe_id][0] if stripe_id in stored else existing[stripe_id]
+                    results.append(IngestResult(inserted=False, event_id=event_id, deliveries=0))
+            due = [
+                (
+                    event_id,
+                    ingest.event.stripe_event_id,
+                    nd.workflow_id,
+                    nd.action_index,
+                    nd.action_type,
+                    nd.status,
+                    nd.reason,
+                    now,
+                    now + ingest.retry_window,
+                )
+                for ingest, event_id, now in inserted
+                for nd in ingest.deliveries
+            ]
+            if due:
+                driver.execute(INSERT_BATCH_DELIVERIES_SQL, (orjson.dumps(due).decode(),))
+        except sqlite3.Error as exc:  # as SQLAlchemy would raise it, without the payloads
+            raise sa.exc.DBAPIError.instance(
+                "ingest", None, exc, sqlite3.Error, ismulti=False
+            ) from exc
+        for ingest, _event_id, _now in inserted:
+            if ingest.customer is not None:
+                self._upsert_customer_tx(conn, ingest.customer)
+        self._apply_billing_many(conn, [row for ingest, _, _ in inserted for row in ingest.billing])
+        return results
+
+    def _apply_billing_many(self, conn: Connection, rows: Sequence[BillingRow]) -> None:
+        """`_apply_billing_tx` for many events' rows, with fewer statements: each table's
+        rows in their order, consecutive rows of one shape (same columns, distinct ids) in
+        one multi-row upsert. Tables are independent, so only the order within one counts."""
+        by_kind: dict[str, list[BillingRow]] = {}
+        for row in rows:
+            by_kind.setdefault(row.kind, []).append(row)
+        for kind, kind_rows in by_kind.items():
+            table = BILLING_TABLES[kind]
+            run: list[tuple[BillingRow, dict[str, Any]]] = []
+            for row in kind_rows:
+                values = self._row_values(row, table)
+                if run and (
+                    values.keys() != run[0][1].keys()
+                    or any(row.stripe_id == other.stripe_id for other, _ in run)
+                    or len(run) == BILLING_ROWS_PER_STATEMENT
+                ):
+                    self._upsert_run(conn, table, run)
+                    run = []
+                run.append((row, values))
+            if run:
+                self._upsert_run(conn, table, run)
+
+    def _upsert_many_sql(self, table: sa.Table, columns: tuple[str, ...], rows: int) -> str:
+        """The billing upsert for `rows` rows of `columns`, with ? parameters (built once)."""
+        key = (table.name, columns, rows)
+        sql = self._upsert_many_statements.get(key)
+        if sql is None:
+            values = f"({', '.join('?' * len(columns))}, {NOW_SQL})"
+            sql = self._upsert_sql(table, columns, ", ".join([values] * rows))
+            self._upsert_many_statements[key] = sql
+        return sql
+
+    def _upsert_run(
+        self, conn: Connection, table: sa.Table, run: list[tuple[BillingRow, dict[str, Any]]]
+    ) -> None:
+        """Upsert rows of one shape and distinct ids in one statement, then their follow-ups."""
+        if len(run) == 1:
+            self._apply_row(conn, run[0][0])
+            return
+        columns = tuple(run[0][1])
+        sql = self._upsert_many_sql(table, columns, len(run))
+        parameters = [values[column] for _, values in run for column in columns]
+        try:
+            wrote = {row[0] for row in _driver(conn).execute(sql, parameters)}
+        except sqlite3.Error as exc:  # as SQLAlchemy would raise it, without the values
+            raise sa.exc.DBAPIError.instance(
+                "billing", None, exc, sqlite3.Error, ismulti=False
+            ) from exc
+        for row, _ in run:
+            self._after_upsert(conn, row, table, wrote=row.stripe_id in wrote)
 
     def _claim_tx(
         self, conn: Connection, limit: int, lease_seconds: float
@@ -507,24 +709,24 @@ class SqliteStore(SqlStore):
         _settle(outcomes)
         return conn
 
-    @staticmethod
     def _run_jobs(
-        conn: Connection, jobs: list[_Job], *, isolated: bool
+        self, conn: Connection, jobs: list[_Job], *, isolated: bool
     ) -> list[tuple[_Job, Any, BaseException | None]]:
-        """Run `jobs` in one transaction and commit. Not `isolated`: the first failure
-        raises `_JobFailed` (and nothing is kept). `isolated`: each job in a SAVEPOINT
-        straight on the sqlite3 connection (SQLAlchemy's begin_nested() costs more than the
-        ingest it wraps); a failing job is rolled back alone and gets its exception."""
+        """Run `jobs` in one transaction and commit. Not `isolated`: consecutive ingests run
+        together (`_ingest_many`), and the first failure raises `_JobFailed` (and nothing is
+        kept). `isolated`: each job in a SAVEPOINT straight on the sqlite3 connection
+        (SQLAlchemy's begin_nested() costs more than the ingest it wraps); a failing job is
+        rolled back alone and gets its exception."""
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         with conn.begin():
             driver = _driver(conn)
+            if not isolated:
+                try:
+                    self._run_optimistic(conn, jobs, outcomes)
+                except Exception as exc:
+                    raise _JobFailed from exc
+                return outcomes
             for job in jobs:
-                if not isolated:
-                    try:
-                        outcomes.append((job, job.fn(conn), None))
-                    except Exception as exc:
-                        raise _JobFailed from exc
-                    continue
                 driver.execute("SAVEPOINT job")
                 try:
                     value = job.fn(conn)
@@ -538,6 +740,31 @@ class SqliteStore(SqlStore):
                     driver.execute("RELEASE job")
                     outcomes.append((job, value, None))
         return outcomes
+
+    def _run_optimistic(
+        self,
+        conn: Connection,
+        jobs: list[_Job],
+        outcomes: list[tuple[_Job, Any, BaseException | None]],
+    ) -> None:
+        """Run `jobs` in order, each run of consecutive ingests as one `_ingest_many`."""
+        start = 0
+        while start < len(jobs):
+            end = start
+            while end < len(jobs) and isinstance(jobs[end].fn, _Ingest):
+                end += 1
+            if end - start > 1:
+                run = jobs[start:end]
+                ingests = [job.fn for job in run if isinstance(job.fn, _Ingest)]
+                results = self._ingest_many(conn, ingests)
+                outcomes.extend(
+                    (job, result, None) for job, result in zip(run, results, strict=True)
+                )
+                start = end
+                continue
+            job = jobs[start]
+            outcomes.append((job, job.fn(conn), None))
+            start += 1
 
     def _fail_leftovers(self) -> None:
         with self._submit_lock:
