@@ -11,6 +11,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from billbridge import __version__
@@ -56,8 +57,9 @@ class BillbridgeApp(FastAPI):
     """FastAPI, except that `POST /webhooks/stripe` is answered before anything else.
 
     The webhook is the hot path and needs none of FastAPI's request machinery (its
-    middleware stack, dependency solving, validation, the /api guard): its handler reads
-    the raw body itself. Every other request (and the lifespan) goes through FastAPI.
+    middleware stack, dependency solving, validation, the /api guard) nor Starlette's
+    Request and Response objects: `IngestService.answer` works on the raw ASGI scope and
+    messages. Every other request (and the lifespan) goes through FastAPI.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -69,11 +71,18 @@ class BillbridgeApp(FastAPI):
         ):
             ingest: IngestService = self.state.ingest
             try:
-                response = await ingest.handle(Request(scope, receive))
+                status, body = await ingest.answer(scope, receive)
+            except ClientDisconnect:  # the sender left before its body was complete
+                return
             except Exception:  # a bug: Stripe gets a 500 and retries; nothing was acked
                 log.exception("the webhook handler failed")
-                response = JSONResponse({"error": "internal error"}, status_code=500)
-            await response(scope, receive, send)
+                status, body = 500, b'{"error":"internal error"}'
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
             return
         await super().__call__(scope, receive, send)
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import orjson
 import structlog
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope
 
 from billbridge.billing.projection import rows_for_event
 from billbridge.billing.semantic import derive_changes, payload_only_change_filter
@@ -37,8 +38,22 @@ log = structlog.get_logger("billbridge.ingest")
 _JSON = "application/json"
 
 
-def _json_response(status_code: int, body: dict[str, Any]) -> Response:
-    return Response(content=orjson.dumps(body), status_code=status_code, media_type=_JSON)
+def _webhook_headers(scope: Scope) -> tuple[str, str | None, str | None]:
+    """Content-Type, Content-Length and Stripe-Signature straight from the ASGI scope (the
+    server gives header names lowercased; the first of a repeated header counts)."""
+    content_type = content_length = signature = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = content_type if content_type is not None else value
+        elif name == b"content-length":
+            content_length = content_length if content_length is not None else value
+        elif name == b"stripe-signature":
+            signature = signature if signature is not None else value
+    return (
+        (content_type or b"").decode("latin-1"),
+        None if content_length is None else content_length.decode("latin-1"),
+        None if signature is None else signature.decode("latin-1"),
+    )
 
 
 class IngestService:
@@ -115,11 +130,19 @@ class IngestService:
         )
 
     async def handle(self, request: Request) -> Response:
-        """The ASGI handler for `POST /webhooks/stripe`."""
+        """`answer` as a Starlette endpoint."""
+        status, body = await self.answer(request.scope, request.receive)
+        return Response(content=body, status_code=status, media_type=_JSON)
+
+    async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        """`POST /webhooks/stripe`, straight on ASGI (the hot path needs no Request or
+        Response objects): the status and JSON body to answer. Raises `ClientDisconnect`
+        when the sender hangs up before the body is complete (nothing is stored)."""
         started = time.perf_counter()
         try:
-            body = await self._read_body(request)
-            verify_signature(body, request.headers.get("stripe-signature"), self._secrets)
+            content_type, content_length, signature = _webhook_headers(scope)
+            body = await self._read_body(receive, content_type, content_length)
+            verify_signature(body, signature, self._secrets)
             event = parse_event(body)
             raw = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -157,8 +180,7 @@ class IngestService:
             {"received": True, "duplicate": not result.inserted, "deliveries": result.deliveries},
         )
 
-    async def _read_body(self, request: Request) -> bytes:
-        content_type = request.headers.get("content-type", "")
+    async def _read_body(self, receive: Receive, content_type: str, declared: str | None) -> bytes:
         media_type = content_type.split(";", 1)[0].strip().lower()
         if media_type != "application/json":
             raise WebhookRejected(
@@ -167,19 +189,25 @@ class IngestService:
                 + (f", not {media_type[:100]}" if media_type else ""),
             )
         limit = self._settings.max_body_bytes
-        declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise WebhookRejected(413, f"body is larger than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect
+                raise ClientDisconnect
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise WebhookRejected(413, f"body is larger than {limit} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _answer(self, started: float, status: int, result: str, body: dict[str, Any]) -> Response:
+    def _answer(
+        self, started: float, status: int, result: str, body: dict[str, Any]
+    ) -> tuple[int, bytes]:
         observers = self._observers.get((status, result))
         if observers is None:
             observers = (
@@ -191,4 +219,4 @@ class IngestService:
         observers[1].inc()
         if status >= 400 and status != 503:
             log.info("webhook rejected", status=status, reason=body.get("error"))
-        return _json_response(status, body)
+        return status, orjson.dumps(body)

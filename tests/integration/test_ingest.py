@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -173,6 +174,59 @@ def test_rejection_never_echoes_the_signature_or_secret(server: Server) -> None:
     assert response.status_code == 400
     assert header not in response.text
     assert "whsec_" not in response.text
+
+
+def _raw_request(server: Server, head: str, parts: list[bytes]) -> bytes:
+    """Send one HTTP/1.1 request as `head` then `parts` (each its own write) on a raw
+    socket; the answer read until the server closes or the whole answer is in."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode("latin-1"))
+        for part in parts:
+            sock.sendall(part)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def test_a_body_sent_in_chunks_is_read_whole(server: Server) -> None:
+    """A chunked body arrives as several ASGI messages: all of them make the event."""
+    body = _body()
+    half = len(body) // 2
+    chunks = [
+        b"%x\r\n%s\r\n" % (len(body[:half]), body[:half]),
+        b"%x\r\n%s\r\n" % (len(body[half:]), body[half:]),
+        b"0\r\n\r\n",
+    ]
+    head = (
+        "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Stripe-Signature: {sign_payload(body, SECRET)}\r\nTransfer-Encoding: chunked\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    answer = _raw_request(server, head, chunks)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert json.loads(body)["id"] in server.stored_ids()
+
+
+def test_a_sender_that_hangs_up_mid_body_gets_nothing_stored(server: Server) -> None:
+    """The connection closes before the declared body is complete: no answer, nothing
+    stored, and the server goes on answering others."""
+    body = _body()
+    head = (
+        "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Stripe-Signature: {sign_payload(body, SECRET)}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode("latin-1") + body[:100])
+    assert server.post(_body()).status_code == 200
+    assert json.loads(body)["id"] not in server.stored_ids()
+    assert len(server.stored_ids()) == 1
 
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

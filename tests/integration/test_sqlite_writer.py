@@ -116,6 +116,10 @@ def _story() -> list[tuple[NewEvent, list[NewDelivery], CustomerRecord | None, l
         ("evt_b8", "charge.succeeded", {**charge, "id": "ch_anon", "customer": None}, 200),
         ("evt_b9", "charge.succeeded", {**charge, "id": "ch_anon", "status": "pending"}, 190),
         ("evt_b10", "charge.succeeded", {**charge, "id": "ch_another"}, 210),
+        # Customers: a newer snapshot, then an older one (ignored) next to another customer.
+        ("evt_b11", "customer.updated", {"object": "customer", "id": cus}, 220),
+        ("evt_b12", "customer.updated", {"object": "customer", "id": cus}, 100),
+        ("evt_b13", "customer.created", {"object": "customer", "id": "cus_two"}, 230),
     ]
     story = []
     for stripe_id, event_type, obj, created in stripe_events:
@@ -133,8 +137,9 @@ def _story() -> list[tuple[NewEvent, list[NewDelivery], CustomerRecord | None, l
             NewDelivery("wf_b", 0, "track_event", status="dry_run", reason="test mode"),
         ]
         customer = None
-        if event_type == "customer.created":
-            customer = CustomerRecord(cus, "story@example.com", "Story", 130, watermark=130)
+        if event_type.startswith("customer.") and obj["object"] == "customer":
+            email = f"{obj['id']}-{created}@example.com"
+            customer = CustomerRecord(obj["id"], email, "Story", 130, watermark=created)
         story.append(
             (new_event_from(body, json.dumps(body)), deliveries, customer, rows_for_event(body))
         )
@@ -166,9 +171,9 @@ def test_a_batch_of_ingests_stores_what_one_by_one_ingests_store(
     the same rows as ingesting them one at a time. With a failing ingest in the batch, the
     batch runs again job by job and the failing one alone is refused."""
     story = _story()
-    stored_before = story.pop(6)  # evt_b0
     if not with_failure:
         story.pop(5)
+    (stored_before,) = [item for item in story if item[0].stripe_event_id == "evt_b0"]
 
     def outcome(ingest: Callable[[], IngestResult]) -> object:
         try:
@@ -195,7 +200,15 @@ def test_a_batch_of_ingests_stores_what_one_by_one_ingests_store(
             batches.append(len(ingests))
             return ingest_many(conn, ingests)
 
+        runs: list[bool] = []  # each transaction: job by job (isolated) or not
+        run_jobs = together._run_jobs
+
+        def recorded(conn: Connection, jobs: list[_Job], *, isolated: bool) -> Any:
+            runs.append(isolated)
+            return run_jobs(conn, jobs, isolated=isolated)
+
         together._ingest_many = counted  # type: ignore[method-assign]
+        together._run_jobs = recorded  # type: ignore[method-assign]
         gate, running = threading.Event(), threading.Event()
 
         def blocker(conn: Connection) -> None:
@@ -218,13 +231,19 @@ def test_a_batch_of_ingests_stores_what_one_by_one_ingests_store(
         together.close()
 
     assert batches == [len(story)]  # in one go (a failure re-runs the jobs one by one)
+    assert runs == ([False, False, True] if with_failure else [False, False])  # blocker, batch
     assert got == expected
     assert expected.count("refused") == (1 if with_failure else 0)
     inserted = [o[0] for o in expected if isinstance(o, tuple)]
-    assert inserted == [True, True, True, False] + [True] * 7
+    assert inserted == [True, True, True, False, False] + [True] * 10
     tables = _tables(together)
     assert tables == _tables(one_by_one)
-    assert [len(tables[name]) for name in ("events", "deliveries", "customers")] == [11, 33, 1]
+    assert [len(tables[name]) for name in ("events", "deliveries", "customers")] == [14, 42, 2]
+    emails = {row["stripe_customer_id"]: row["email"] for row in tables["customers"]}
+    assert emails == {
+        "cus_story": "cus_story-220@example.com",
+        "cus_two": "cus_two-230@example.com",
+    }
     charges = {row["id"]: row for row in tables["billing_charges"]}
     assert sorted(charges) == ["ch_anon", "ch_another", "ch_late", "ch_other", "ch_story"]
     assert charges["ch_story"]["status"] == "succeeded"  # the older snapshot lost

@@ -201,9 +201,12 @@ class SqlBillingMixin(Store):
         cache[key] = statement
         return statement
 
-    def _upsert_sql(self, table: sa.Table, columns: Sequence[str], rows: str) -> str:
+    def _upsert_sql(
+        self, table: sa.Table, columns: Sequence[str], rows: str, *, returning: bool = True
+    ) -> str:
         """The guarded upsert of `columns` (plus updated_at) for the VALUES `rows`: a row is
-        written only when its order_key sorts after the stored one; RETURNING the ids written."""
+        written only when its order_key sorts after the stored one; `returning` the ids
+        written."""
         name = table.name
         kept = ("customer_id", "account", "livemode", "created")
         sets = [
@@ -215,7 +218,7 @@ class SqlBillingMixin(Store):
             f"INSERT INTO {name} ({', '.join(columns)}, updated_at)"  # noqa: S608
             f" VALUES {rows} ON CONFLICT (id) DO UPDATE SET {', '.join(sets)},"
             " updated_at = excluded.updated_at"
-            f" WHERE {name}.order_key < excluded.order_key RETURNING id"
+            f" WHERE {name}.order_key < excluded.order_key" + (" RETURNING id" if returning else "")
         )
 
     # Reads --------------------------------------------------------------------------------

@@ -75,22 +75,26 @@ INSERT_EVENT_SQL = (
     " ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id, received_at"
 )
 EVENT_ID_SQL = "SELECT id FROM events WHERE stripe_event_id = ?"
+EVENTS_PER_STATEMENT = 64  # rows of one multi-row event INSERT (11 parameters each)
+MAX_EVENT_ID_SQL = "SELECT coalesce(max(id), 0) FROM events"
+# The ids of many events as ONE row (a JSON array of [stripe_event_id, id]): sqlite3 lets
+# the GIL go and takes it back for every row a statement returns, and each time back costs
+# the writer a wait while the busy event loop holds it.
 EVENT_IDS_SQL = (
-    "SELECT stripe_event_id, id FROM events"
+    "SELECT json_group_array(json_array(stripe_event_id, id)) FROM events"
     " WHERE stripe_event_id IN (SELECT value FROM json_each(?))"
 )
-EVENTS_PER_STATEMENT = 64  # rows of one multi-row event INSERT (11 parameters each)
 
 
 @functools.lru_cache(maxsize=EVENTS_PER_STATEMENT)
 def insert_events_sql(rows: int) -> str:
-    """INSERT_EVENT_SQL for `rows` events in one statement (a batch's webhooks together)."""
+    """INSERT_EVENT_SQL for `rows` events in one statement (a batch's webhooks together),
+    returning nothing (see EVENT_IDS_SQL)."""
     values = f"(?, ?, ?, ?, {NOW_SQL}, ?, ?, ?, ?, ?, ?, ?)"
     return (
         "INSERT INTO events (stripe_event_id, type, livemode, created, received_at,"  # noqa: S608
         " api_version, account, object_id, customer_id, email, payload, source)"
-        f" VALUES {', '.join([values] * rows)}"
-        " ON CONFLICT (stripe_event_id) DO NOTHING RETURNING stripe_event_id, id, received_at"
+        f" VALUES {', '.join([values] * rows)} ON CONFLICT (stripe_event_id) DO NOTHING"
     )
 
 
@@ -107,20 +111,23 @@ INSERT_DELIVERIES_SQL = (
     " NULL, NULL, :deadline_at, json_extract(value, '$[4]'), 0, 0, :now, :now"
     " FROM json_each(:deliveries) ORDER BY key"
 )
-# The deliveries of many events in one statement: each element is [event_id,
-# stripe_event_id, workflow_id, action_index, action_type, status, reason, now, deadline_at].
+# The deliveries of many events in one statement, each joined to its stored event for its
+# id and clock: each element is [stripe_event_id, workflow_id, action_index, action_type,
+# status, reason, retry_window].
 INSERT_BATCH_DELIVERIES_SQL = (
     "INSERT INTO deliveries (event_id, stripe_event_id, workflow_id, action_index,"
     " action_type, status, attempt_count, next_attempt_at, lease_until, claim_id, deadline_at,"
     " last_error, force, sent_ok, created_at, updated_at)"
-    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-    " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
-    " json_extract(value, '$[5]'), 0,"
-    " CASE WHEN json_extract(value, '$[5]') IN ('pending', 'retrying')"
-    " THEN json_extract(value, '$[7]') END, NULL, NULL, json_extract(value, '$[8]'),"
-    " json_extract(value, '$[6]'), 0, 0, json_extract(value, '$[7]'), json_extract(value, '$[7]')"
-    " FROM json_each(?) ORDER BY key"
+    " SELECT e.id, e.stripe_event_id, json_extract(d.value, '$[1]'),"
+    " json_extract(d.value, '$[2]'), json_extract(d.value, '$[3]'),"
+    " json_extract(d.value, '$[4]'), 0, CASE WHEN json_extract(d.value, '$[4]')"
+    " IN ('pending', 'retrying') THEN e.received_at END, NULL, NULL,"
+    " e.received_at + json_extract(d.value, '$[6]'), json_extract(d.value, '$[5]'), 0, 0,"
+    " e.received_at, e.received_at"
+    " FROM json_each(?) AS d JOIN events AS e ON e.stripe_event_id = json_extract(d.value, '$[0]')"
+    " ORDER BY d.key"
 )
+ROWS_PER_UPSERT = 32  # rows of one multi-row customers or billing upsert
 
 
 # Recording attempts (the worker's hot path), also in plain SQL: one statement serves a
@@ -180,9 +187,6 @@ class _Job:
     future: Future[Any] | None = None
     waiter: asyncio.Future[Any] | None = None
     loop: asyncio.AbstractEventLoop | None = None
-
-
-BILLING_ROWS_PER_STATEMENT = 32  # rows of one multi-row billing upsert
 
 
 @dataclass(frozen=True)
@@ -390,17 +394,17 @@ class SqliteStore(SqlStore):
         return _Ingest(alone, event, deliveries, customer, retry_window, billing)
 
     def _ingest_many(self, conn: Connection, ingests: Sequence[_Ingest]) -> list[IngestResult]:
-        """Several ingests in a few statements: all their events in multi-row INSERTs, all
-        their deliveries in one; then customers and billing rows, event by event in order.
-        Same rows as running each `_Ingest` alone in turn: an event id seen twice is stored
-        once, by its first ingest."""
+        """Several ingests in a few statements, each run in one step (no row-by-row
+        results): all their events in multi-row INSERTs, all their deliveries in one, their
+        customers and billing rows in multi-row upserts. Same rows as running each `_Ingest`
+        alone in turn: an event id seen twice is stored once, by its first ingest."""
         driver = _driver(conn)
+        first: dict[str, _Ingest] = {}
+        for ingest in ingests:
+            first.setdefault(ingest.event.stripe_event_id, ingest)
+        news = list(first.values())
         try:
-            first: dict[str, _Ingest] = {}
-            for ingest in ingests:
-                first.setdefault(ingest.event.stripe_event_id, ingest)
-            stored: dict[str, tuple[int, float]] = {}
-            news = list(first.values())
+            (before,) = driver.execute(MAX_EVENT_ID_SQL).fetchone()
             for start in range(0, len(news), EVENTS_PER_STATEMENT):
                 chunk = news[start : start + EVENTS_PER_STATEMENT]
                 parameters: list[Any] = []
@@ -419,57 +423,80 @@ class SqliteStore(SqlStore):
                         e.payload,
                         e.source,
                     )
-                for stripe_id, event_id, now in driver.execute(
-                    insert_events_sql(len(chunk)), parameters
-                ).fetchall():
-                    stored[stripe_id] = (int(event_id), float(now))
-            existing: dict[str, int] = {}
-            if len(stored) < len(ingests):
-                missing = [stripe_id for stripe_id in first if stripe_id not in stored]
-                if missing:
-                    rows = driver.execute(EVENT_IDS_SQL, (json.dumps(missing),))
-                    existing = {stripe_id: int(event_id) for stripe_id, event_id in rows}
-            results: list[IngestResult] = []
-            inserted: list[tuple[_Ingest, int, float]] = []
-            for ingest in ingests:
-                stripe_id = ingest.event.stripe_event_id
-                if first[stripe_id] is ingest and stripe_id in stored:
-                    event_id, now = stored[stripe_id]
-                    inserted.append((ingest, event_id, now))
-                    results.append(
-                        IngestResult(
-                            inserted=True, event_id=event_id, deliveries=len(ingest.deliveries)
-                        )
-                    )
-                else:
-                    event_id = stored[stripe_id][0] if stripe_id in stored else existing[stripe_id]
-                    results.append(IngestResult(inserted=False, event_id=event_id, deliveries=0))
+                driver.execute(insert_events_sql(len(chunk)), parameters)
+            wanted = orjson.dumps(list(first)).decode()
+            (ids_json,) = driver.execute(EVENT_IDS_SQL, (wanted,)).fetchone()
+            event_ids: dict[str, int] = dict(orjson.loads(ids_json))
+            # New rows get ids above every existing one: those above `before` are this batch's.
+            inserted = [i for i in news if event_ids[i.event.stripe_event_id] > before]
             due = [
                 (
-                    event_id,
                     ingest.event.stripe_event_id,
                     nd.workflow_id,
                     nd.action_index,
                     nd.action_type,
                     nd.status,
                     nd.reason,
-                    now,
-                    now + ingest.retry_window,
+                    ingest.retry_window,
                 )
-                for ingest, event_id, now in inserted
+                for ingest in inserted
                 for nd in ingest.deliveries
             ]
             if due:
                 driver.execute(INSERT_BATCH_DELIVERIES_SQL, (orjson.dumps(due).decode(),))
+            self._upsert_customers(driver, [i.customer for i in inserted if i.customer is not None])
         except sqlite3.Error as exc:  # as SQLAlchemy would raise it, without the payloads
             raise sa.exc.DBAPIError.instance(
                 "ingest", None, exc, sqlite3.Error, ismulti=False
             ) from exc
-        for ingest, _event_id, _now in inserted:
-            if ingest.customer is not None:
-                self._upsert_customer_tx(conn, ingest.customer)
-        self._apply_billing_many(conn, [row for ingest, _, _ in inserted for row in ingest.billing])
-        return results
+        self._apply_billing_many(conn, [row for ingest in inserted for row in ingest.billing])
+        stored = set(map(id, inserted))
+        return [
+            IngestResult(
+                inserted=id(ingest) in stored,
+                event_id=event_ids[ingest.event.stripe_event_id],
+                deliveries=len(ingest.deliveries) if id(ingest) in stored else 0,
+            )
+            for ingest in ingests
+        ]
+
+    def _upsert_customers(
+        self, driver: sqlite3.Connection, records: Sequence[CustomerRecord]
+    ) -> None:
+        """The customers upsert for many records: runs of distinct customers in one
+        statement each (a customer seen again starts a new one, so order is kept)."""
+        run: list[dict[str, Any]] = []
+        for record in [*records, None]:
+            if run and (
+                record is None
+                or len(run) == ROWS_PER_UPSERT
+                or any(v["stripe_customer_id"] == record.stripe_customer_id for v in run)
+            ):
+                columns = tuple(run[0])
+                driver.execute(
+                    self._upsert_customers_sql(columns, len(run)),
+                    [values[column] for values in run for column in columns],
+                )
+                run = []
+            if record is not None:
+                run.append(customer_values(record))
+
+    def _upsert_customers_sql(self, columns: tuple[str, ...], rows: int) -> str:
+        """The customers upsert (as sql.py builds it) for `rows` records, ? parameters."""
+        key = ("customers", columns, rows)
+        sql = self._upsert_many_statements.get(key)
+        if sql is None:
+            values = f"({', '.join('?' * len(columns))}, {NOW_SQL})"
+            sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "stripe_customer_id")
+            sql = (
+                f"INSERT INTO customers ({', '.join(columns)}, updated_at)"  # noqa: S608
+                f" VALUES {', '.join([values] * rows)}"
+                f" ON CONFLICT (stripe_customer_id) DO UPDATE SET {sets},"
+                " updated_at = excluded.updated_at"
+                " WHERE customers.watermark <= excluded.watermark"
+            )
+            self._upsert_many_statements[key] = sql
+        return sql
 
     def _apply_billing_many(self, conn: Connection, rows: Sequence[BillingRow]) -> None:
         """`_apply_billing_tx` for many events' rows, with fewer statements: each table's
@@ -486,7 +513,7 @@ class SqliteStore(SqlStore):
                 if run and (
                     values.keys() != run[0][1].keys()
                     or any(row.stripe_id == other.stripe_id for other, _ in run)
-                    or len(run) == BILLING_ROWS_PER_STATEMENT
+                    or len(run) == ROWS_PER_UPSERT
                 ):
                     self._upsert_run(conn, table, run)
                     run = []
@@ -495,33 +522,57 @@ class SqliteStore(SqlStore):
                 self._upsert_run(conn, table, run)
 
     def _upsert_many_sql(self, table: sa.Table, columns: tuple[str, ...], rows: int) -> str:
-        """The billing upsert for `rows` rows of `columns`, with ? parameters (built once)."""
+        """The billing upsert for `rows` rows of `columns`, ? parameters, returning nothing."""
         key = (table.name, columns, rows)
         sql = self._upsert_many_statements.get(key)
         if sql is None:
             values = f"({', '.join('?' * len(columns))}, {NOW_SQL})"
-            sql = self._upsert_sql(table, columns, ", ".join([values] * rows))
+            sql = self._upsert_sql(table, columns, ", ".join([values] * rows), returning=False)
             self._upsert_many_statements[key] = sql
         return sql
 
     def _upsert_run(
         self, conn: Connection, table: sa.Table, run: list[tuple[BillingRow, dict[str, Any]]]
     ) -> None:
-        """Upsert rows of one shape and distinct ids in one statement, then their follow-ups."""
+        """Upsert rows of one shape and distinct ids in one statement, then their follow-ups:
+        the customer link for every row that names one (a no-op where the upsert wrote: it
+        stored that customer), sticky flags row by row."""
         if len(run) == 1:
             self._apply_row(conn, run[0][0])
             return
         columns = tuple(run[0][1])
-        sql = self._upsert_many_sql(table, columns, len(run))
         parameters = [values[column] for _, values in run for column in columns]
+        links = [[row.stripe_id, row.customer_id] for row, _ in run if row.customer_id is not None]
+        driver = _driver(conn)
         try:
-            wrote = {row[0] for row in _driver(conn).execute(sql, parameters)}
+            driver.execute(self._upsert_many_sql(table, columns, len(run)), parameters)
+            if links:
+                driver.execute(self._link_customers_sql(table), (orjson.dumps(links).decode(),))
         except sqlite3.Error as exc:  # as SQLAlchemy would raise it, without the values
             raise sa.exc.DBAPIError.instance(
                 "billing", None, exc, sqlite3.Error, ismulti=False
             ) from exc
         for row, _ in run:
-            self._after_upsert(conn, row, table, wrote=row.stripe_id in wrote)
+            if row.sticky:
+                self._after_upsert(conn, row, table, wrote=True)  # the sticky flags only
+
+    def _link_customers_sql(self, table: sa.Table) -> str:
+        """Fill in the customer of rows stored without one, for [id, customer_id] pairs."""
+        key = (table.name, ("link",), 0)
+        sql = self._upsert_many_statements.get(key)
+        if sql is None:
+            name = table.name
+            pairs = (
+                "SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS c"
+                " FROM json_each(?1)"
+            )
+            sql = (
+                f"UPDATE {name} SET updated_at = {NOW_SQL},"  # noqa: S608
+                f" customer_id = (SELECT c FROM ({pairs}) AS p WHERE p.id = {name}.id)"
+                f" WHERE customer_id IS NULL AND id IN (SELECT id FROM ({pairs}))"
+            )
+            self._upsert_many_statements[key] = sql
+        return sql
 
     def _claim_tx(
         self, conn: Connection, limit: int, lease_seconds: float
