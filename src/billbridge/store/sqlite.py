@@ -76,7 +76,6 @@ INSERT_EVENT_SQL = (
 )
 EVENT_ID_SQL = "SELECT id FROM events WHERE stripe_event_id = ?"
 EVENTS_PER_STATEMENT = 64  # rows of one multi-row event INSERT (11 parameters each)
-MAX_EVENT_ID_SQL = "SELECT coalesce(max(id), 0) FROM events"
 # The ids of many events as ONE row (a JSON array of [stripe_event_id, id]): sqlite3 lets
 # the GIL go and takes it back for every row a statement returns, and each time back costs
 # the writer a wait while the busy event loop holds it.
@@ -404,7 +403,7 @@ class SqliteStore(SqlStore):
             first.setdefault(ingest.event.stripe_event_id, ingest)
         news = list(first.values())
         try:
-            (before,) = driver.execute(MAX_EVENT_ID_SQL).fetchone()
+            fresh: list[tuple[int, int]] = []  # the id ranges (low, high] the INSERTs gave
             for start in range(0, len(news), EVENTS_PER_STATEMENT):
                 chunk = news[start : start + EVENTS_PER_STATEMENT]
                 parameters: list[Any] = []
@@ -423,12 +422,18 @@ class SqliteStore(SqlStore):
                         e.payload,
                         e.source,
                     )
-                driver.execute(insert_events_sql(len(chunk)), parameters)
+                cursor = driver.execute(insert_events_sql(len(chunk)), parameters)
+                if cursor.rowcount > 0 and cursor.lastrowid is not None:
+                    # The rows one INSERT adds get consecutive ids above every existing one.
+                    fresh.append((cursor.lastrowid - cursor.rowcount, cursor.lastrowid))
             wanted = orjson.dumps(list(first)).decode()
             (ids_json,) = driver.execute(EVENT_IDS_SQL, (wanted,)).fetchone()
             event_ids: dict[str, int] = dict(orjson.loads(ids_json))
-            # New rows get ids above every existing one: those above `before` are this batch's.
-            inserted = [i for i in news if event_ids[i.event.stripe_event_id] > before]
+            inserted = [
+                ingest
+                for ingest in news
+                if any(low < event_ids[ingest.event.stripe_event_id] <= high for low, high in fresh)
+            ]
             due = [
                 (
                     ingest.event.stripe_event_id,
@@ -535,8 +540,8 @@ class SqliteStore(SqlStore):
         self, conn: Connection, table: sa.Table, run: list[tuple[BillingRow, dict[str, Any]]]
     ) -> None:
         """Upsert rows of one shape and distinct ids in one statement, then their follow-ups:
-        the customer link for every row that names one (a no-op where the upsert wrote: it
-        stored that customer), sticky flags row by row."""
+        unless every row was written, the customer link for every row that names one (a
+        no-op where the upsert wrote: it stored that customer); sticky flags row by row."""
         if len(run) == 1:
             self._apply_row(conn, run[0][0])
             return
@@ -545,8 +550,8 @@ class SqliteStore(SqlStore):
         links = [[row.stripe_id, row.customer_id] for row, _ in run if row.customer_id is not None]
         driver = _driver(conn)
         try:
-            driver.execute(self._upsert_many_sql(table, columns, len(run)), parameters)
-            if links:
+            cursor = driver.execute(self._upsert_many_sql(table, columns, len(run)), parameters)
+            if links and cursor.rowcount < len(run):  # some row was not written
                 driver.execute(self._link_customers_sql(table), (orjson.dumps(links).decode(),))
         except sqlite3.Error as exc:  # as SQLAlchemy would raise it, without the values
             raise sa.exc.DBAPIError.instance(
