@@ -403,6 +403,7 @@ class SqliteStore(SqlStore):
             first.setdefault(ingest.event.stripe_event_id, ingest)
         news = list(first.values())
         try:
+            event_ids: dict[str, int] = {}
             fresh: list[tuple[int, int]] = []  # the id ranges (low, high] the INSERTs gave
             for start in range(0, len(news), EVENTS_PER_STATEMENT):
                 chunk = news[start : start + EVENTS_PER_STATEMENT]
@@ -423,12 +424,19 @@ class SqliteStore(SqlStore):
                         e.source,
                     )
                 cursor = driver.execute(insert_events_sql(len(chunk)), parameters)
-                if cursor.rowcount > 0 and cursor.lastrowid is not None:
-                    # The rows one INSERT adds get consecutive ids above every existing one.
-                    fresh.append((cursor.lastrowid - cursor.rowcount, cursor.lastrowid))
-            wanted = orjson.dumps(list(first)).decode()
-            (ids_json,) = driver.execute(EVENT_IDS_SQL, (wanted,)).fetchone()
-            event_ids: dict[str, int] = dict(orjson.loads(ids_json))
+                if cursor.rowcount <= 0 or cursor.lastrowid is None:
+                    continue
+                # The rows one INSERT adds get consecutive ids, in VALUES order, above every
+                # existing one. All of them new (the usual case): those ids are theirs.
+                low = cursor.lastrowid - cursor.rowcount
+                fresh.append((low, cursor.lastrowid))
+                if cursor.rowcount == len(chunk):
+                    for offset, ingest in enumerate(chunk, start=1):
+                        event_ids[ingest.event.stripe_event_id] = low + offset
+            if len(event_ids) < len(first):  # some were stored already: ask for their ids
+                wanted = orjson.dumps(list(first)).decode()
+                (ids_json,) = driver.execute(EVENT_IDS_SQL, (wanted,)).fetchone()
+                event_ids = dict(orjson.loads(ids_json))
             inserted = [
                 ingest
                 for ingest in news
