@@ -897,7 +897,7 @@ class Bench:
                 label = "serve --no-worker + worker" if split else "serve"
                 self.summary.append(
                     (
-                        f"e2e calls/s, {label}, worker concurrency {worker_concurrency}",
+                        f"e2e deliveries/s, {label}, worker concurrency {worker_concurrency}",
                         f"{calls:.0f}",
                         f"{'PASS' if ok else 'MISS'} (>= {TARGET_CALLS_PER_S:.0f})",
                     )
