@@ -3,9 +3,10 @@
 Every write (ingest, claims, completions, replays, ...) becomes a job on a queue. The
 writer thread takes whatever jobs are waiting, runs them in one `BEGIN IMMEDIATE`
 transaction, commits once (one fsync for the whole batch) and only then resolves each
-caller's future: a caller returns when its write is durable. A job that fails gets its own
-exception while the rest of the batch commits (the batch is then run again with each job
-in its own SAVEPOINT; see `_commit_batch`). One writer also means
+caller's future: a caller returns when its write is durable. Consecutive webhook ingests of
+a batch are written together, in a few multi-row statements (`_ingest_many`). A job that
+fails gets its own exception while the rest of the batch commits (the batch is then run
+again with each job in its own SAVEPOINT; see `_commit_batch`). One writer also means
 claims can never race. Readers use their own pooled connections (WAL: they never block
 the writer, nor it them).
 
