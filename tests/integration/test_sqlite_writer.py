@@ -15,7 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from billbridge.billing.projection import rows_for_event
-from billbridge.store.records import CustomerRecord, IngestResult, NewDelivery, NewEvent
+from billbridge.store.records import (
+    AttemptRecord,
+    Completion,
+    CustomerRecord,
+    IngestResult,
+    NewDelivery,
+    NewEvent,
+)
 from billbridge.store.records_billing import BillingRow
 from billbridge.store.sqlite import SqliteStore, _Job
 from billbridge.store.tables_billing import BILLING_TABLES
@@ -267,3 +274,111 @@ def test_a_batch_of_ingests_stores_what_one_by_one_ingests_store(
         ("skipped", None, 259_200.0, 0.0),
         ("dry_run", None, 259_200.0, 0.0),
     }
+
+
+def test_finish_many_together_records_what_one_by_one_records(tmp_path: Path) -> None:
+    """Completions of distinct deliveries are recorded with a few statements
+    (`_finish_together`); a delivery named twice takes the row-by-row path. Both leave the
+    same rows: final statuses, retries, sent_ok, force cleared, fenced-out claims untouched,
+    every attempt appended."""
+
+    def prepare(store: SqliteStore) -> list[Completion]:
+        store.migrate()
+        for n in range(3):
+            body = {
+                "id": f"evt_f{n}",
+                "object": "event",
+                "type": "charge.succeeded",
+                "created": 100 + n,
+                "livemode": False,
+                "data": {"object": {"id": f"ch_{n}"}},
+            }
+            actions = [NewDelivery("wf", i, "track_event") for i in range(3)]
+            store.ingest(new_event_from(body, json.dumps(body)), actions)
+        claims = sorted(store.claim_due("w", 100, 60.0), key=lambda c: c.delivery_id)
+        assert len(claims) == 9
+        with store._write_engine.begin() as conn:  # as a forced replay leaves them
+            conn.execute(
+                sa.text("UPDATE deliveries SET force = 1 WHERE stripe_event_id = 'evt_f1'")
+            )
+        completions = []
+        for i, claim in enumerate(claims):
+            record = AttemptRecord(
+                outcome="succeeded",
+                started_at=1_000.0 + i,
+                duration_ms=i,
+                request={"n": i},
+                response_status=200,
+                response_body="{}",
+            )
+            if i % 4 == 1:
+                completions.append(
+                    Completion(
+                        claim.delivery_id,
+                        claim.claim_id,
+                        None,
+                        record,
+                        error="HTTP 503",
+                        retry_in=30.0,
+                    )
+                )
+            elif i % 4 == 2:
+                completions.append(
+                    Completion(
+                        claim.delivery_id, claim.claim_id, "failed", record, error="HTTP 400"
+                    )
+                )
+            elif i % 4 == 3:
+                completions.append(Completion(claim.delivery_id, "stolen", "succeeded", record))
+            else:
+                completions.append(
+                    Completion(claim.delivery_id, claim.claim_id, "succeeded", record, sent_ok=True)
+                )
+        return completions
+
+    def rows(store: SqliteStore) -> dict[str, list[dict[str, object]]]:
+        # Clocks, and the claim ids (random) the fenced-out deliveries still hold, aside.
+        clock = {"created_at", "updated_at", "next_attempt_at", "lease_until", "deadline_at"}
+        clock.add("claim_id")
+        with store._engine.connect() as conn:
+            return {
+                name: [
+                    {k: v for k, v in row._mapping.items() if k not in clock}
+                    for row in conn.execute(sa.text(f"SELECT * FROM {name} ORDER BY id"))
+                ]
+                for name in ("deliveries", "attempts")
+            }
+
+    together = SqliteStore(f"sqlite:///{tmp_path / 'together.db'}")
+    one_by_one = SqliteStore(f"sqlite:///{tmp_path / 'one.db'}")
+    try:
+        completions = prepare(together)
+        together_calls: list[int] = []
+        finish_together = together._finish_together
+
+        def counted(conn: Connection, batch: Sequence[Completion]) -> list[bool]:
+            together_calls.append(len(batch))
+            return finish_together(conn, batch)
+
+        together._finish_together = counted  # type: ignore[method-assign]
+        one_by_one._finish_together = counted  # type: ignore[method-assign]
+        again = Completion(completions[0].delivery_id, "late", "failed", completions[0].attempt)
+        owned = together.finish_many(completions) + together.finish_many([again])
+        # The same completions with the repeated one in the same call: row by row.
+        expected = one_by_one.finish_many([*prepare(one_by_one), again])
+        assert owned == expected == [i % 4 != 3 for i in range(9)] + [False]
+        assert together_calls == [9, 1]  # the call with a repeated delivery went row by row
+        assert rows(together) == rows(one_by_one)
+        statuses = [d["status"] for d in rows(together)["deliveries"]]
+        assert statuses == ["succeeded", "retrying", "failed", "pending"] * 2 + ["succeeded"]
+        with together._engine.connect() as conn:
+            held = conn.execute(sa.text("SELECT status FROM deliveries WHERE claim_id IS NOT NULL"))
+            assert [row.status for row in held] == ["pending", "pending"]  # the fenced-out two
+            retry = conn.execute(
+                sa.text("SELECT next_attempt_at FROM deliveries WHERE status = 'retrying'")
+            )
+            assert all(row.next_attempt_at is not None for row in retry)
+        assert len(rows(together)["attempts"]) == 10
+    finally:
+        together.close()
+        one_by_one.close()

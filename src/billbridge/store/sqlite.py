@@ -148,11 +148,65 @@ FINISH_SQL = (
 )
 
 
+# A whole finish_many in a few steps (each returned row, like each executemany row, costs
+# the writer a turn at the GIL, and in `serve` the event loop holds it): attempts in
+# multi-row INSERTs; which completions still own their delivery as ONE JSON row; then one
+# UPDATE ... FROM (VALUES ...) for them, with FINISH_SQL's assignments.
+ATTEMPT_COLUMNS = (
+    "delivery_id",
+    "outcome",
+    "started_at",
+    "duration_ms",
+    "request",
+    "response_status",
+    "response_body",
+    "error",
+)
+FINISH_ROWS_PER_STATEMENT = 256  # completions per multi-row statement (8 parameters each)
+# CROSS JOIN keeps json_each the outer loop: each completion looks its delivery up by id
+# (with a plain JOIN the planner scanned every open delivery for each completion).
+OWNED_SQL = (
+    "SELECT json_group_array(d.id) FROM json_each(?) AS j CROSS JOIN deliveries AS d"
+    " ON d.id = json_extract(j.value, '$[0]') AND d.claim_id = json_extract(j.value, '$[1]')"
+    " WHERE d.status IN ('pending', 'retrying')"
+)
+
+
+@functools.lru_cache(maxsize=FINISH_ROWS_PER_STATEMENT)
+def insert_attempts_sql(rows: int) -> str:
+    """INSERT_ATTEMPT_SQL for `rows` attempts, ? parameters in ATTEMPT_COLUMNS order."""
+    values = f"({', '.join('?' * len(ATTEMPT_COLUMNS))})"
+    return (
+        f"INSERT INTO attempts ({', '.join(ATTEMPT_COLUMNS)})"  # noqa: S608
+        f" VALUES {', '.join([values] * rows)}"
+    )
+
+
+@functools.lru_cache(maxsize=FINISH_ROWS_PER_STATEMENT)
+def finish_owned_sql(rows: int) -> str:
+    """FINISH_SQL for `rows` owned completions: (id, claim_id, status, retry delay or NULL,
+    error, final, sent_ok) per row."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return (
+        "UPDATE deliveries SET status = v.column3,"  # noqa: S608
+        f" next_attempt_at = CASE WHEN v.column4 IS NULL THEN NULL ELSE {NOW_SQL} + v.column4 END,"
+        " lease_until = NULL, claim_id = NULL, last_error = v.column5,"
+        " force = CASE WHEN v.column6 THEN 0 ELSE deliveries.force END,"
+        " sent_ok = CASE WHEN v.column7 THEN 1 ELSE deliveries.sent_ok END,"
+        f" attempt_count = deliveries.attempt_count + 1, updated_at = {NOW_SQL}"
+        f" FROM (VALUES {values}) AS v"
+        " WHERE deliveries.id = v.column1 AND deliveries.claim_id = v.column2"
+        " AND deliveries.status IN ('pending', 'retrying')"
+    )
+
+
 # Claiming (the worker's other hot path), in plain SQL too: the due ids in order, then one
 # UPDATE ... RETURNING and one read of their events, the id lists passed as JSON arrays.
+# The ids and the events come back as ONE JSON row each (fewer GIL turns, as above).
 CLAIM_IDS_SQL = (
-    "SELECT id FROM deliveries WHERE status IN ('pending', 'retrying')"
-    " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
+    "SELECT json_group_array(id) FROM (SELECT id FROM deliveries"
+    " WHERE status IN ('pending', 'retrying') AND next_attempt_at <= ?"
+    " ORDER BY next_attempt_at, id LIMIT ?)"
 )
 CLAIM_SQL = (
     "UPDATE deliveries SET claim_id = ? || CAST(id AS TEXT), lease_until = ?,"
@@ -169,7 +223,7 @@ _ClaimRow = namedtuple(
 )
 _ClaimEventRow = namedtuple("_ClaimEventRow", "id type livemode created payload")
 CLAIM_EVENTS_SQL = (
-    "SELECT id, type, livemode, created, payload FROM events"
+    "SELECT json_group_array(json_array(id, type, livemode, created, payload)) FROM events"
     " WHERE id IN (SELECT value FROM json_each(?))"
 )
 
@@ -594,7 +648,8 @@ class SqliteStore(SqlStore):
         driver = _driver(conn)
         try:
             (now,) = driver.execute(f"SELECT {NOW_SQL}").fetchone()
-            ids = [row[0] for row in driver.execute(CLAIM_IDS_SQL, (now, limit))]
+            (ids_json,) = driver.execute(CLAIM_IDS_SQL, (now, limit)).fetchone()
+            ids: list[int] = orjson.loads(ids_json)
             if not ids:
                 return []
             token = uuid.uuid4().hex + "-"  # fresh per claim; the row id makes each unique
@@ -607,7 +662,8 @@ class SqliteStore(SqlStore):
                 ).fetchall()
             }
             event_ids = json.dumps(sorted({row[2] for row in claimed.values()}))
-            event_rows = {row[0]: row for row in driver.execute(CLAIM_EVENTS_SQL, (event_ids,))}
+            (events_json,) = driver.execute(CLAIM_EVENTS_SQL, (event_ids,)).fetchone()
+            event_rows = {row[0]: row for row in orjson.loads(events_json)}
         except sqlite3.Error as exc:  # as SQLAlchemy would raise it
             raise sa.exc.DBAPIError.instance(
                 "claim", None, exc, sqlite3.Error, ismulti=False
@@ -649,7 +705,10 @@ class SqliteStore(SqlStore):
         if not completions:
             return []
 
-        def finish(conn: Connection) -> list[bool]:
+        if len({c.delivery_id for c in completions}) == len(completions):
+            return self._write(lambda conn: self._finish_together(conn, completions))
+
+        def finish(conn: Connection) -> list[bool]:  # a delivery twice: one by one, in order
             driver = _driver(conn)
             try:
                 driver.executemany(
@@ -681,6 +740,44 @@ class SqliteStore(SqlStore):
             return owned
 
         return self._write(finish)
+
+    @staticmethod
+    def _finish_together(conn: Connection, completions: Sequence[Completion]) -> list[bool]:
+        """`finish_many` for completions of distinct deliveries, in a few statement steps
+        whatever their number (see OWNED_SQL). Same rows as FINISH_SQL one by one."""
+        driver = _driver(conn)
+        try:
+            for start in range(0, len(completions), FINISH_ROWS_PER_STATEMENT):
+                chunk = completions[start : start + FINISH_ROWS_PER_STATEMENT]
+                attempts: list[Any] = []
+                for c in chunk:
+                    values = attempt_values(c.delivery_id, c.attempt)
+                    attempts += [values[column] for column in ATTEMPT_COLUMNS]
+                driver.execute(insert_attempts_sql(len(chunk)), attempts)
+            claims = orjson.dumps([[c.delivery_id, c.claim_id] for c in completions]).decode()
+            (owned_json,) = driver.execute(OWNED_SQL, (claims,)).fetchone()
+            owned_ids = set(orjson.loads(owned_json))
+            owned = [c for c in completions if c.delivery_id in owned_ids]
+            for start in range(0, len(owned), FINISH_ROWS_PER_STATEMENT):
+                chunk = owned[start : start + FINISH_ROWS_PER_STATEMENT]
+                rows: list[Any] = []
+                for c in chunk:
+                    retry = c.status is None
+                    rows += (
+                        c.delivery_id,
+                        c.claim_id,
+                        "retrying" if retry else c.status,
+                        max(c.retry_in or 0.0, 0.0) if retry else None,
+                        c.error,
+                        not retry,
+                        bool(c.sent_ok),
+                    )
+                driver.execute(finish_owned_sql(len(chunk)), rows)
+        except sqlite3.Error as exc:  # as SQLAlchemy would raise it, without the values
+            raise sa.exc.DBAPIError.instance(
+                "finish", None, exc, sqlite3.Error, ismulti=False
+            ) from exc
+        return [c.delivery_id in owned_ids for c in completions]
 
     def _write(self, fn: Callable[[Connection], T]) -> T:
         future: Future[T] = Future()
