@@ -637,7 +637,9 @@ class SqliteStore(SqlStore):
             sql = (
                 f"UPDATE {name} SET updated_at = {NOW_SQL},"  # noqa: S608
                 f" customer_id = (SELECT c FROM ({pairs}) AS p WHERE p.id = {name}.id)"
-                f" WHERE customer_id IS NULL AND id IN (SELECT id FROM ({pairs}))"
+                # `+customer_id`: look rows up by id, not through the customer_id index
+                # (which would walk every row stored without a customer).
+                f" WHERE +customer_id IS NULL AND id IN (SELECT id FROM ({pairs}))"
             )
             self._upsert_many_statements[key] = sql
         return sql
