@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +383,39 @@ def test_finish_many_together_records_what_one_by_one_records(tmp_path: Path) ->
     finally:
         together.close()
         one_by_one.close()
+
+
+def test_two_stores_on_one_file_take_turns_without_sqlite_busy_waits(tmp_path: Path) -> None:
+    """Writers of one database file in different processes (here: two stores, each with its
+    own lock file descriptor, as two processes would have) take turns on a blocking flock
+    around each batch, so the second one waits for the first's commit however long it takes
+    instead of failing after SQLite's busy timeout (or sleeping in its busy handler)."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = SqliteStore(url)
+    first.migrate()
+    second = SqliteStore(url, busy_timeout=0.05)  # SQLite alone gives up after 50 ms
+    gate, running = threading.Event(), threading.Event()
+
+    def long_write(conn: Connection) -> None:
+        conn.execute(sa.text("INSERT INTO meta (key, value) VALUES ('first', '1')"))
+        running.set()
+        gate.wait(10)
+
+    try:
+        assert (tmp_path / "shared.db.writelock").exists()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            held = pool.submit(first._write, long_write)
+            _poll(running.is_set)
+            waiting = pool.submit(second.set_meta, "second", "2")
+            # Six busy timeouts later the second write still waits its turn (without the
+            # flock it fails with "database is locked" after 50 ms).
+            with pytest.raises(FuturesTimeout):
+                waiting.result(timeout=0.3)
+            gate.set()
+            held.result(timeout=10)
+            waiting.result(timeout=10)
+        assert (first.get_meta("first"), first.get_meta("second")) == ("1", "2")
+    finally:
+        gate.set()
+        first.close()
+        second.close()

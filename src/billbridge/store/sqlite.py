@@ -17,14 +17,16 @@ the writer, nor it them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
+import os
 import queue
 import sqlite3
 import threading
 import uuid
 from collections import namedtuple
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,11 @@ from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: SQLite's own busy wait alone
+    fcntl = None  # type: ignore[assignment]
 from sqlalchemy import event
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -332,6 +339,36 @@ def _make_engine(database_url: str, *, begin: str, busy_timeout: float, pooled: 
     return engine
 
 
+def _open_write_lock(database: Path) -> int | None:
+    """The lock file every billbridge process writing `database` takes around each batch
+    (`<database>.writelock`), or None where there is no flock or it cannot be created.
+
+    Two processes writing one file (`serve --no-worker` and `worker`, or a CLI command
+    beside `serve`) would otherwise meet at SQLite's write lock, whose busy handler sleeps
+    1, 2, 5, 10 ... 100 ms between tries: hundreds of ms of tail latency. A blocking flock
+    hands over the moment the other process commits.
+    """
+    if fcntl is None:
+        return None
+    try:
+        return os.open(f"{database}.writelock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None  # e.g. a read-only directory: SQLite's busy wait still serialises
+
+
+@contextlib.contextmanager
+def _holding(lock: int | None) -> Iterator[None]:
+    """Hold the cross-process write lock (a blocking flock; the GIL is free meanwhile)."""
+    if lock is None or fcntl is None:
+        yield
+        return
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _driver(conn: Connection) -> sqlite3.Connection:
     """The sqlite3 connection under a SQLAlchemy one (same transaction)."""
     driver = conn.connection.driver_connection
@@ -343,7 +380,7 @@ class SqliteStore(SqlStore):
     """Store on one SQLite file: a single group-committing writer thread, pooled readers."""
 
     def __init__(self, database_url: str, *, busy_timeout: float = 5.0) -> None:
-        sqlite_path(database_url)  # validates
+        path = sqlite_path(database_url)  # validates
         super().__init__(
             _make_engine(database_url, begin="BEGIN", busy_timeout=busy_timeout, pooled=True)
         )
@@ -355,6 +392,7 @@ class SqliteStore(SqlStore):
         # The customers upsert (customer.* events) as the same SQL, run on the raw connection.
         self._upsert_customer_sql = str(self._upsert_customer_stmt.compile(dialect=_NAMED))
         self._upsert_many_statements: dict[tuple[str, tuple[str, ...], int], str] = {}
+        self._write_lock = _open_write_lock(path)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._submit_lock = threading.Lock()
         self._closed = False
@@ -814,6 +852,8 @@ class SqliteStore(SqlStore):
         self._writer.join()
         self._write_engine.dispose()
         self._engine.dispose()
+        if self._write_lock is not None:
+            os.close(self._write_lock)
 
     # The writer thread --------------------------------------------------------------------
 
@@ -855,10 +895,11 @@ class SqliteStore(SqlStore):
         try:
             if conn is None:
                 conn = self._write_engine.connect()
-            try:
-                outcomes = self._run_jobs(conn, live, isolated=False)
-            except _JobFailed:
-                outcomes = self._run_jobs(conn, live, isolated=True)
+            with _holding(self._write_lock):
+                try:
+                    outcomes = self._run_jobs(conn, live, isolated=False)
+                except _JobFailed:
+                    outcomes = self._run_jobs(conn, live, isolated=True)
         except Exception as exc:
             # Nothing of this batch is durable: every caller hears so.
             failure = unavailable_error(exc)
