@@ -278,8 +278,8 @@ def test_a_batch_of_ingests_stores_what_one_by_one_ingests_store(
 
 
 def test_finish_many_together_records_what_one_by_one_records(tmp_path: Path) -> None:
-    """Completions of distinct deliveries are recorded with a few statements
-    (`_finish_together`); a delivery named twice takes the row-by-row path. Both leave the
+    """Completions of distinct deliveries are recorded together (`_finish_together` once);
+    a call naming a delivery twice records them one at a time, in order. Both leave the
     same rows: final statuses, retries, sent_ok, force cleared, fenced-out claims untouched,
     every attempt appended."""
 
@@ -354,24 +354,35 @@ def test_finish_many_together_records_what_one_by_one_records(tmp_path: Path) ->
     one_by_one = SqliteStore(f"sqlite:///{tmp_path / 'one.db'}")
     try:
         completions = prepare(together)
-        together_calls: list[int] = []
-        finish_together = together._finish_together
+        calls: dict[str, list[int]] = {"together": [], "one_by_one": []}
 
-        def counted(conn: Connection, batch: Sequence[Completion]) -> list[bool]:
-            together_calls.append(len(batch))
-            return finish_together(conn, batch)
+        def counted(name: str, store: SqliteStore) -> None:
+            finish_together = store._finish_together
 
-        together._finish_together = counted  # type: ignore[method-assign]
-        one_by_one._finish_together = counted  # type: ignore[method-assign]
+            def finish(conn: Connection, batch: Sequence[Completion]) -> list[bool]:
+                calls[name].append(len(batch))
+                return finish_together(conn, batch)
+
+            store._finish_together = finish  # type: ignore[method-assign]
+
+        counted("together", together)
+        counted("one_by_one", one_by_one)
         again = Completion(completions[0].delivery_id, "late", "failed", completions[0].attempt)
         owned = together.finish_many(completions) + together.finish_many([again])
-        # The same completions with the repeated one in the same call: row by row.
+        # The same completions with the repeated one in the same call: one at a time.
         expected = one_by_one.finish_many([*prepare(one_by_one), again])
         assert owned == expected == [i % 4 != 3 for i in range(9)] + [False]
-        assert together_calls == [9, 1]  # the call with a repeated delivery went row by row
+        assert calls == {"together": [9, 1], "one_by_one": [1] * 10}
         assert rows(together) == rows(one_by_one)
-        statuses = [d["status"] for d in rows(together)["deliveries"]]
+        deliveries = rows(together)["deliveries"]
+        statuses = [d["status"] for d in deliveries]
         assert statuses == ["succeeded", "retrying", "failed", "pending"] * 2 + ["succeeded"]
+        assert [d["sent_ok"] for d in deliveries] == [1, 0, 0, 0, 1, 0, 0, 0, 1]
+        assert [d["attempt_count"] for d in deliveries] == [1, 1, 1, 0] * 2 + [1]
+        # evt_f1's deliveries (ids 4-6) had `force`: a final status clears it; a fenced-out
+        # completion and a retry keep it.
+        assert [d["force"] for d in deliveries[3:6]] == [1, 0, 1]
+        assert [d["last_error"] for d in deliveries[:3]] == [None, "HTTP 503", "HTTP 400"]
         with together._engine.connect() as conn:
             held = conn.execute(sa.text("SELECT status FROM deliveries WHERE claim_id IS NOT NULL"))
             assert [row.status for row in held] == ["pending", "pending"]  # the fenced-out two

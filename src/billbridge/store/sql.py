@@ -145,6 +145,12 @@ def customer_values(customer: CustomerRecord) -> dict[str, Any]:
     }
 
 
+def customer_parameter(name: str, n: int, rows: int) -> str:
+    """The bound parameter of column `name` of the `n`th record in a customers upsert of
+    `rows` records: the bare name for one record (`customer_values` as it is)."""
+    return name if rows == 1 else f"{name}_{n}"
+
+
 class SqlStore(SqlAccessMixin, SqlBillingMixin):
     """Store over SQLAlchemy Core; subclasses provide transactions and dialect details."""
 
@@ -165,22 +171,31 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
             events.c.stripe_event_id == sa.bindparam("stripe_event_id")
         )
         self._insert_deliveries_stmt = sa.insert(deliveries)
-        customer_columns = [c.name for c in customers.c if c.name != "updated_at"]
-        insert_customer = (
-            self._insert(customers)
-            .values({name: sa.bindparam(name) for name in customer_columns})
-            .values(updated_at=self._now_expr)
+        self._upsert_customer_stmt = self._customers_upsert(1).returning(
+            customers.c.stripe_customer_id
         )
-        self._upsert_customer_stmt = insert_customer.on_conflict_do_update(
+
+    def _customers_upsert(self, rows: int) -> Insert:
+        """The customers upsert for `rows` records: parameters named after `customer_values`'
+        keys (one record), or with a `_<n>` suffix per record (several)."""
+        columns = [c.name for c in customers.c if c.name != "updated_at"]
+        insert_customer = self._insert(customers).values(
+            [
+                {name: sa.bindparam(customer_parameter(name, n, rows)) for name in columns}
+                | {"updated_at": self._now_expr}
+                for n in range(rows)
+            ]
+        )
+        return insert_customer.on_conflict_do_update(
             index_elements=[customers.c.stripe_customer_id],
             set_={
                 name: insert_customer.excluded[name]
-                for name in [*customer_columns, "updated_at"]
+                for name in [*columns, "updated_at"]
                 if name != "stripe_customer_id"
             },
             # Equal watermarks write: the later fetch of the same moment wins.
             where=customers.c.watermark <= insert_customer.excluded.watermark,
-        ).returning(customers.c.stripe_customer_id)
+        )
 
     # Driver hooks -------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ from billbridge.store.sql import (
     UNAVAILABLE_ERRORS,
     Insert,
     SqlStore,
+    customer_parameter,
     customer_values,
     run_migrations,
     unavailable_error,
@@ -76,12 +77,6 @@ MAX_BATCH = 512  # jobs per commit; bounds how long one batch holds the write lo
 
 # The ingest hot path in plain SQL on the sqlite3 connection: SQLAlchemy's per-statement
 # overhead would otherwise be most of the writer's time (same statements as sql.py's).
-INSERT_EVENT_SQL = (
-    "INSERT INTO events (stripe_event_id, type, livemode, created, received_at, api_version,"  # noqa: S608
-    " account, object_id, customer_id, email, payload, source)"
-    f" VALUES (?, ?, ?, ?, {NOW_SQL}, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id, received_at"
-)
 EVENT_ID_SQL = "SELECT id FROM events WHERE stripe_event_id = ?"
 EVENTS_PER_STATEMENT = 64  # rows of one multi-row event INSERT (11 parameters each)
 # The ids of many events as ONE row (a JSON array of [stripe_event_id, id]): sqlite3 lets
@@ -95,14 +90,18 @@ EVENT_IDS_SQL = (
 
 @functools.lru_cache(maxsize=EVENTS_PER_STATEMENT)
 def insert_events_sql(rows: int) -> str:
-    """INSERT_EVENT_SQL for `rows` events in one statement (a batch's webhooks together),
-    returning nothing (see EVENT_IDS_SQL)."""
+    """The events INSERT for `rows` events in one statement (a batch's webhooks together),
+    returning nothing (see EVENT_IDS_SQL); a duplicate event id is skipped."""
     values = f"(?, ?, ?, ?, {NOW_SQL}, ?, ?, ?, ?, ?, ?, ?)"
     return (
         "INSERT INTO events (stripe_event_id, type, livemode, created, received_at,"  # noqa: S608
         " api_version, account, object_id, customer_id, email, payload, source)"
         f" VALUES {', '.join([values] * rows)} ON CONFLICT (stripe_event_id) DO NOTHING"
     )
+
+
+# One event (a batch of one), with its id and clock back.
+INSERT_EVENT_SQL = insert_events_sql(1) + " RETURNING id, received_at"
 
 
 # All of an event's deliveries in ONE statement (their varying fields as a JSON array of
@@ -137,28 +136,12 @@ INSERT_BATCH_DELIVERIES_SQL = (
 ROWS_PER_UPSERT = 32  # rows of one multi-row customers or billing upsert
 
 
-# Recording attempts (the worker's hot path), also in plain SQL: one statement serves a
-# completion (final status; clears `force`) and a reschedule (`retrying`, due after a delay).
-INSERT_ATTEMPT_SQL = (
-    "INSERT INTO attempts (delivery_id, outcome, started_at, duration_ms, request,"
-    " response_status, response_body, error) VALUES (:delivery_id, :outcome, :started_at,"
-    " :duration_ms, :request, :response_status, :response_body, :error)"
-)
-FINISH_SQL = (
-    "UPDATE deliveries SET status = ?,"  # noqa: S608
-    f" next_attempt_at = CASE WHEN ? IS NULL THEN NULL ELSE {NOW_SQL} + ? END,"
-    " lease_until = NULL, claim_id = NULL, last_error = ?,"
-    " force = CASE WHEN ? THEN 0 ELSE force END,"
-    " sent_ok = CASE WHEN ? THEN 1 ELSE sent_ok END,"
-    f" attempt_count = attempt_count + 1, updated_at = {NOW_SQL}"
-    " WHERE id = ? AND claim_id = ? AND status IN ('pending', 'retrying')"
-)
-
-
-# A whole finish_many in a few steps (each returned row, like each executemany row, costs
-# the writer a turn at the GIL, and in `serve` the event loop holds it): attempts in
-# multi-row INSERTs; which completions still own their delivery as ONE JSON row; then one
-# UPDATE ... FROM (VALUES ...) for them, with FINISH_SQL's assignments.
+# Recording attempts (the worker's hot path), also in plain SQL, a whole finish_many in a few
+# steps (each returned row, like each executemany row, costs the writer a turn at the GIL,
+# and in `serve` the event loop holds it): attempts in multi-row INSERTs; which completions
+# still own their delivery as ONE JSON row; then one UPDATE ... FROM (VALUES ...) for them,
+# which serves a completion (final status; clears `force`) and a reschedule (`retrying`,
+# due after a delay) alike.
 ATTEMPT_COLUMNS = (
     "delivery_id",
     "outcome",
@@ -181,7 +164,7 @@ OWNED_SQL = (
 
 @functools.lru_cache(maxsize=FINISH_ROWS_PER_STATEMENT)
 def insert_attempts_sql(rows: int) -> str:
-    """INSERT_ATTEMPT_SQL for `rows` attempts, ? parameters in ATTEMPT_COLUMNS order."""
+    """The attempts INSERT for `rows` attempts, ? parameters in ATTEMPT_COLUMNS order."""
     values = f"({', '.join('?' * len(ATTEMPT_COLUMNS))})"
     return (
         f"INSERT INTO attempts ({', '.join(ATTEMPT_COLUMNS)})"  # noqa: S608
@@ -191,8 +174,9 @@ def insert_attempts_sql(rows: int) -> str:
 
 @functools.lru_cache(maxsize=FINISH_ROWS_PER_STATEMENT)
 def finish_owned_sql(rows: int) -> str:
-    """FINISH_SQL for `rows` owned completions: (id, claim_id, status, retry delay or NULL,
-    error, final, sent_ok) per row."""
+    """The fenced update of `rows` owned completions: (id, claim_id, status, retry delay or
+    NULL, error, final, sent_ok) per row. Touches only a delivery still claimed by that
+    claim id and still open."""
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
     return (
         "UPDATE deliveries SET status = v.column3,"  # noqa: S608
@@ -571,36 +555,30 @@ class SqliteStore(SqlStore):
     ) -> None:
         """The customers upsert for many records: runs of distinct customers in one
         statement each (a customer seen again starts a new one, so order is kept)."""
-        run: list[dict[str, Any]] = []
+        run: list[CustomerRecord] = []
         for record in [*records, None]:
             if run and (
                 record is None
                 or len(run) == ROWS_PER_UPSERT
-                or any(v["stripe_customer_id"] == record.stripe_customer_id for v in run)
+                or any(r.stripe_customer_id == record.stripe_customer_id for r in run)
             ):
-                columns = tuple(run[0])
-                driver.execute(
-                    self._upsert_customers_sql(columns, len(run)),
-                    [values[column] for values in run for column in columns],
-                )
+                parameters = {
+                    customer_parameter(name, n, len(run)): value
+                    for n, each in enumerate(run)
+                    for name, value in customer_values(each).items()
+                }
+                driver.execute(self._upsert_customers_sql(len(run)), parameters)
                 run = []
             if record is not None:
-                run.append(customer_values(record))
+                run.append(record)
 
-    def _upsert_customers_sql(self, columns: tuple[str, ...], rows: int) -> str:
-        """The customers upsert (as sql.py builds it) for `rows` records, ? parameters."""
-        key = ("customers", columns, rows)
+    def _upsert_customers_sql(self, rows: int) -> str:
+        """sql.py's customers upsert for `rows` records, returning nothing (parameters:
+        `customer_parameter`)."""
+        key = ("customers", (), rows)
         sql = self._upsert_many_statements.get(key)
         if sql is None:
-            values = f"({', '.join('?' * len(columns))}, {NOW_SQL})"
-            sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "stripe_customer_id")
-            sql = (
-                f"INSERT INTO customers ({', '.join(columns)}, updated_at)"  # noqa: S608
-                f" VALUES {', '.join([values] * rows)}"
-                f" ON CONFLICT (stripe_customer_id) DO UPDATE SET {sets},"
-                " updated_at = excluded.updated_at"
-                " WHERE customers.watermark <= excluded.watermark"
-            )
+            sql = str(self._customers_upsert(rows).compile(dialect=_NAMED))
             self._upsert_many_statements[key] = sql
         return sql
 
@@ -748,43 +726,17 @@ class SqliteStore(SqlStore):
         if len({c.delivery_id for c in completions}) == len(completions):
             return self._write(lambda conn: self._finish_together(conn, completions))
 
-        def finish(conn: Connection) -> list[bool]:  # a delivery twice: one by one, in order
-            driver = _driver(conn)
-            try:
-                driver.executemany(
-                    INSERT_ATTEMPT_SQL,
-                    [attempt_values(c.delivery_id, c.attempt) for c in completions],
-                )
-                owned = []
-                for c in completions:
-                    retry = c.status is None
-                    delay = max(c.retry_in or 0.0, 0.0) if retry else None
-                    cursor = driver.execute(
-                        FINISH_SQL,
-                        (
-                            "retrying" if retry else c.status,
-                            delay,
-                            delay,
-                            c.error,
-                            not retry,
-                            bool(c.sent_ok),
-                            c.delivery_id,
-                            c.claim_id,
-                        ),
-                    )
-                    owned.append(cursor.rowcount == 1)
-            except sqlite3.Error as exc:  # as SQLAlchemy would raise it, without the values
-                raise sa.exc.DBAPIError.instance(
-                    "finish", None, exc, sqlite3.Error, ismulti=False
-                ) from exc
-            return owned
+        def one_by_one(conn: Connection) -> list[bool]:
+            # A delivery named twice: in order, so the later completion sees the earlier one.
+            return [owned for c in completions for owned in self._finish_together(conn, [c])]
 
-        return self._write(finish)
+        return self._write(one_by_one)
 
     @staticmethod
     def _finish_together(conn: Connection, completions: Sequence[Completion]) -> list[bool]:
         """`finish_many` for completions of distinct deliveries, in a few statement steps
-        whatever their number (see OWNED_SQL). Same rows as FINISH_SQL one by one."""
+        whatever their number (see OWNED_SQL). Each attempt is appended; each delivery is
+        updated only if its completion's claim still owns it."""
         driver = _driver(conn)
         try:
             for start in range(0, len(completions), FINISH_ROWS_PER_STATEMENT):
