@@ -77,7 +77,6 @@ MAX_BATCH = 512  # jobs per commit; bounds how long one batch holds the write lo
 
 # The ingest hot path in plain SQL on the sqlite3 connection: SQLAlchemy's per-statement
 # overhead would otherwise be most of the writer's time (same statements as sql.py's).
-EVENT_ID_SQL = "SELECT id FROM events WHERE stripe_event_id = ?"
 EVENTS_PER_STATEMENT = 64  # rows of one multi-row event INSERT (11 parameters each)
 # The ids of many events as ONE row (a JSON array of [stripe_event_id, id]): sqlite3 lets
 # the GIL go and takes it back for every row a statement returns, and each time back costs
@@ -100,23 +99,6 @@ def insert_events_sql(rows: int) -> str:
     )
 
 
-# One event (a batch of one), with its id and clock back.
-INSERT_EVENT_SQL = insert_events_sql(1) + " RETURNING id, received_at"
-
-
-# All of an event's deliveries in ONE statement (their varying fields as a JSON array of
-# [workflow_id, action_index, action_type, status, reason]): each statement run costs the
-# writer a turn at the GIL, which the busy event loop holds.
-INSERT_DELIVERIES_SQL = (
-    "INSERT INTO deliveries (event_id, stripe_event_id, workflow_id, action_index,"
-    " action_type, status, attempt_count, next_attempt_at, lease_until, claim_id, deadline_at,"
-    " last_error, force, sent_ok, created_at, updated_at)"
-    " SELECT :event_id, :stripe_event_id, json_extract(value, '$[0]'),"
-    " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'), 0,"
-    " CASE WHEN json_extract(value, '$[3]') IN ('pending', 'retrying') THEN :now END,"
-    " NULL, NULL, :deadline_at, json_extract(value, '$[4]'), 0, 0, :now, :now"
-    " FROM json_each(:deliveries) ORDER BY key"
-)
 # The deliveries of many events in one statement, each joined to its stored event for its
 # id and clock: each element is [stripe_event_id, workflow_id, action_index, action_type,
 # status, reason, retry_window].
@@ -236,10 +218,11 @@ class _Job:
 
 @dataclass(frozen=True)
 class _Ingest:
-    """An ingest job: the writer runs the ingests of a batch together (`_ingest_many`);
-    called on its own (a batch being re-run job by job) it is the one-event ingest."""
+    """An ingest job: the writer runs the consecutive ingests of a batch together
+    (`SqliteStore._ingest_many`); called on its own (a batch being re-run job by job), it
+    is that for one event."""
 
-    run_alone: Callable[[Connection], IngestResult]
+    store: SqliteStore
     event: NewEvent
     deliveries: Sequence[NewDelivery]
     customer: CustomerRecord | None
@@ -247,7 +230,7 @@ class _Ingest:
     billing: Sequence[BillingRow]
 
     def __call__(self, conn: Connection) -> IngestResult:
-        return self.run_alone(conn)
+        return self.store._ingest_many(conn, [self])[0]
 
 
 def _settle(outcomes: Sequence[tuple[_Job, Any, BaseException | None]]) -> None:
@@ -393,71 +376,6 @@ class SqliteStore(SqlStore):
     def _now_expr(self) -> sa.ColumnElement[float]:
         return sa.literal_column(NOW_SQL, type_=sa.Double())
 
-    def _ingest_tx(
-        self,
-        conn: Connection,
-        event: NewEvent,
-        new_deliveries: Sequence[NewDelivery],
-        customer: CustomerRecord | None,
-        retry_window: float,
-    ) -> IngestResult:
-        try:
-            return self._raw_ingest(conn, event, new_deliveries, customer, retry_window)
-        except sqlite3.Error as exc:
-            # The same exception classes as the SQLAlchemy path (IntegrityError, ...), without
-            # the parameters: they hold the payload.
-            raise sa.exc.DBAPIError.instance(
-                "ingest", None, exc, sqlite3.Error, ismulti=False
-            ) from exc
-
-    def _raw_ingest(
-        self,
-        conn: Connection,
-        event: NewEvent,
-        new_deliveries: Sequence[NewDelivery],
-        customer: CustomerRecord | None,
-        retry_window: float,
-    ) -> IngestResult:
-        driver = _driver(conn)
-        rows = driver.execute(
-            INSERT_EVENT_SQL,
-            (
-                event.stripe_event_id,
-                event.type,
-                event.livemode,
-                event.created,
-                event.api_version,
-                event.account,
-                event.object_id,
-                event.customer_id,
-                event.email,
-                event.payload,
-                event.source,
-            ),
-        ).fetchall()
-        if not rows:
-            (existing,) = driver.execute(EVENT_ID_SQL, (event.stripe_event_id,)).fetchone()
-            return IngestResult(inserted=False, event_id=int(existing), deliveries=0)
-        event_id, now = int(rows[0][0]), float(rows[0][1])
-        if new_deliveries:
-            due = [
-                [nd.workflow_id, nd.action_index, nd.action_type, nd.status, nd.reason]
-                for nd in new_deliveries
-            ]
-            driver.execute(
-                INSERT_DELIVERIES_SQL,
-                {
-                    "event_id": event_id,
-                    "stripe_event_id": event.stripe_event_id,
-                    "now": now,
-                    "deadline_at": now + retry_window,
-                    "deliveries": json.dumps(due),
-                },
-            )
-        if customer is not None:
-            self._upsert_customer_tx(conn, customer)
-        return IngestResult(inserted=True, event_id=event_id, deliveries=len(new_deliveries))
-
     def _ingest_job(
         self,
         event: NewEvent,
@@ -466,14 +384,13 @@ class SqliteStore(SqlStore):
         retry_window: float,
         billing: Sequence[BillingRow],
     ) -> Callable[[Connection], IngestResult]:
-        alone = super()._ingest_job(event, deliveries, customer, retry_window, billing)
-        return _Ingest(alone, event, deliveries, customer, retry_window, billing)
+        return _Ingest(self, event, deliveries, customer, retry_window, billing)
 
     def _ingest_many(self, conn: Connection, ingests: Sequence[_Ingest]) -> list[IngestResult]:
         """Several ingests in a few statements, each run in one step (no row-by-row
         results): all their events in multi-row INSERTs, all their deliveries in one, their
-        customers and billing rows in multi-row upserts. Same rows as running each `_Ingest`
-        alone in turn: an event id seen twice is stored once, by its first ingest."""
+        customers and billing rows in multi-row upserts. Same rows as ingesting them one at
+        a time in order: an event id seen twice is stored once, by its first ingest."""
         driver = _driver(conn)
         first: dict[str, _Ingest] = {}
         for ingest in ingests:
@@ -910,7 +827,7 @@ class SqliteStore(SqlStore):
             end = start
             while end < len(jobs) and isinstance(jobs[end].fn, _Ingest):
                 end += 1
-            if end - start > 1:
+            if end > start:
                 run = jobs[start:end]
                 ingests = [job.fn for job in run if isinstance(job.fn, _Ingest)]
                 results = self._ingest_many(conn, ingests)
