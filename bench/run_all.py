@@ -876,13 +876,13 @@ class Bench:
                     flush=True,
                 )
             print(flush=True)
+        memory: list[tuple[int, float, float]] = []  # (worker concurrency, RSS after, peak)
         if "e2e" not in self.o.skip:
             print(
                 f"== 3. End to end: {self.o.e2e_events} events ({' / '.join(E2E_TYPES)}) -> "
                 f"billbridge serve -> {self.o.cio} Customer.io ==",
                 flush=True,
             )
-            memory: list[tuple[int, float, float]] = []
             shapes = [(c, False) for c in self.o.worker_concurrencies]
             shapes.append((max(self.o.worker_concurrencies), True))
             for worker_concurrency, split in shapes:
@@ -903,26 +903,27 @@ class Bench:
                     )
                 )
             print(flush=True)
-            if "drain" not in self.o.skip:
-                concurrency = max(self.o.worker_concurrencies)
-                print(
-                    f"== 3b. Queue drain: {self.o.e2e_events} events stored first, then "
-                    "billbridge worker alone ==",
-                    flush=True,
+        if "drain" not in self.o.skip:
+            concurrency = max(self.o.worker_concurrencies)
+            print(
+                f"== 3b. Queue drain: {self.o.e2e_events} events stored first, then "
+                "billbridge worker alone ==",
+                flush=True,
+            )
+            cio = CioReceiver(self.o.cio, self.procs, self.workdir)
+            try:
+                per_s = self.drain(cio, concurrency)
+            finally:
+                cio.proc.stop()
+            self.summary.append(
+                (
+                    f"queue drain, worker alone, concurrency {concurrency}",
+                    f"{per_s:.0f}/s",
+                    "(information)",
                 )
-                cio = CioReceiver(self.o.cio, self.procs, self.workdir)
-                try:
-                    per_s = self.drain(cio, concurrency)
-                finally:
-                    cio.proc.stop()
-                self.summary.append(
-                    (
-                        f"queue drain, worker alone, concurrency {concurrency}",
-                        f"{per_s:.0f}/s",
-                        "(information)",
-                    )
-                )
-                print(flush=True)
+            )
+            print(flush=True)
+        if memory:
             print("== 4. Memory: serve RSS (process and children) ==", flush=True)
             for worker_concurrency, after, peak in memory:
                 ok = after < TARGET_RSS_MB and peak < TARGET_RSS_MB

@@ -9,9 +9,12 @@ a retry or a replay can never produce a second Customer.io event.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# base64's base32 alphabet, letter for letter, to Crockford's.
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
 _MAX_TIME_MS = (1 << 48) - 1
 
 
@@ -25,8 +28,7 @@ def deterministic_ulid(
         f"{stripe_event_id}\x1f{workflow_id}\x1f{action_index}".encode()
     ).digest()
     value = (time_ms << 80) | int.from_bytes(digest[:10], "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 0x1F])
-        value >>= 5
-    return "".join(reversed(chars))
+    # 128 bits as 26 base32 digits: as 160 bits (20 bytes, a whole number of digits without
+    # padding) the value is 32 digits, the first 6 of them zero.
+    digits = base64.b32encode(value.to_bytes(20, "big")).translate(_TO_CROCKFORD)
+    return digits[6:].decode("ascii")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from jinja2.exceptions import SecurityError
 
 from billbridge.errors import BillbridgeError
 from billbridge.workflows import templates
@@ -235,11 +236,34 @@ def test_syntax_problems_are_reported_by_path() -> None:
         "true",
         "none",
         "person.identifier",
+        "object.items.data[0].price.id",
+        "object.items.data[0].price",
+        "object.items.data[1].price.id",  # index out of range
+        "object.items.data[-1].price.unit_amount",
+        "object.lines[2]",
+        "object.lines[-4]",
+        "object.number.deeper",  # a step into a null
+        "object.number[0]",
+        "object.missing[0].deeper",
+        "object.metadata[0]",  # an int key a JSON object never has
+        "object.currency.upper",  # a method of a string: only Jinja knows
+        "object.currency[0]",
+        "object.lines.count",
+        "object.metadata.items",  # not a key of this mapping: the dict method
+        "object.metadata.__class__",  # refused by the sandbox
+        "object.number.__class__",
+        "object.missing or object.currency",
+        "object.number or object.missing",
+        "object.number  or\n object.paid or object.ratio",
+        "object.paid or object.amount_paid",
+        "nope or object.currency",
+        "object.missing or range",
+        "object.metadata.plan or none",
     ],
 )
 def test_a_plain_path_reads_the_same_as_jinja(expr: str) -> None:
-    """Plain paths are read without Jinja when every step is a key; the answer (value,
-    MISSING or error) is the one the sandbox gives."""
+    """Plain paths (keys, list indexes, joined by `or`) are read without Jinja where they
+    can be; the answer (value, MISSING or error) is the one the sandbox gives."""
 
     def through_jinja() -> Any:
         value = templates._compile_expression(expr)(**CONTEXT)
@@ -250,9 +274,41 @@ def test_a_plain_path_reads_the_same_as_jinja(expr: str) -> None:
         expected = through_jinja()
     except TemplateError as exc:
         expected = exc.message
+    except SecurityError as exc:
+        expected = f"not allowed in a template: {exc}"
     try:
         actual = render_value("{{ " + expr + " }}", CONTEXT, path="f")
     except TemplateError as exc:
         actual = exc.message
     assert actual == expected
-    assert evaluate_filter(expr, CONTEXT) == bool(templates._compile_expression(expr)(**CONTEXT))
+
+    def filter_through_jinja() -> Any:
+        try:
+            return bool(templates._compile_expression(expr)(**CONTEXT))
+        except Exception as exc:  # the sandbox refusing is the answer too
+            return type(exc).__name__
+
+    def filter_answer() -> Any:
+        try:
+            return evaluate_filter(expr, CONTEXT)
+        except TemplateError as exc:
+            return type(exc.__cause__).__name__
+
+    assert filter_answer() == filter_through_jinja()
+
+
+def test_plain_paths_do_not_go_through_jinja(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The direct read answers keys, indexes, nulls and `or` itself; Jinja is left for the
+    rest (here: a name that is not in the context)."""
+
+    def no_jinja(expr: str) -> Any:
+        raise AssertionError(f"went through Jinja: {expr}")
+
+    monkeypatch.setattr(templates, "_compile_expression", no_jinja)
+    assert render_value("{{ object.items.data[0].price.id }}", CONTEXT) == "price_pro"
+    assert render_value("{{ object.items.data[3].price.id }}", CONTEXT) is MISSING
+    assert render_value("{{ object.number.deeper }}", CONTEXT) is MISSING
+    assert render_value("{{ object.missing or object.currency }}", CONTEXT) == "usd"
+    assert evaluate_filter("object.paid or object.missing", CONTEXT) is True
+    with pytest.raises(TemplateError, match="went through Jinja: range"):
+        render_value("{{ range }}", CONTEXT)

@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from billbridge.compact_json import compact_json
+
 MAX_BATCH_REQUEST_BYTES = 500_000  # the whole body must stay below this
 MAX_OPERATION_BYTES = 32_000  # one operation, compact JSON
 _ENVELOPE_BYTES = len(b'{"batch":[]}')
@@ -21,7 +23,7 @@ _ENVELOPE_BYTES = len(b'{"batch":[]}')
 
 def encode_json(value: Any) -> bytes:
     """Compact UTF-8 JSON, the exact bytes the client sends."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return compact_json(value)
 
 
 @dataclass(frozen=True)

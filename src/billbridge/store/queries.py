@@ -8,6 +8,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from billbridge.compact_json import compact_json_text
 from billbridge.store.records import (
     DUE_STATUSES,
     AttemptOutcome,
@@ -181,7 +182,7 @@ def attempt_values(delivery_id: int, attempt: AttemptRecord) -> dict[str, Any]:
         "outcome": attempt.outcome,
         "started_at": attempt.started_at,
         "duration_ms": attempt.duration_ms,
-        "request": None if attempt.request is None else json.dumps(attempt.request),
+        "request": None if attempt.request is None else compact_json_text(attempt.request),
         "response_status": attempt.response_status,
         "response_body": attempt.response_body,
         "error": attempt.error,

@@ -8,7 +8,6 @@ connection inside one transaction, so each driver decides where and how it commi
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from abc import abstractmethod
@@ -26,6 +25,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from billbridge.compact_json import compact_json_text
 from billbridge.errors import StoreUnavailableError
 from billbridge.store import queries
 from billbridge.store.records import (
@@ -128,7 +128,7 @@ class WakeUp:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return compact_json_text(value)
 
 
 def customer_values(customer: CustomerRecord) -> dict[str, Any]:

@@ -126,6 +126,7 @@ _ENV: Final = _BillbridgeSandbox(
 )
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def _single_expression(source: str) -> str | None:
     """The expression of a string that is exactly one `{{ expr }}`, else None."""
     match = _SINGLE_EXPRESSION.match(source)
@@ -142,34 +143,72 @@ def _compile_expression(expr: str) -> Callable[..., Any]:
     return _ENV.compile_expression(expr, undefined_to_none=False)
 
 
-# Most mapping values are a plain path (`{{ event.data.object.amount }}`). When every step
-# of it is a key of a mapping, the value is read directly, as the sandbox would read it (a
-# key wins over a method): the same answer without building a Jinja context per value.
-# Anything else (a missing key, a non-mapping, a literal word) goes through Jinja.
-_NAME_PATH = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+# Most mapping values are a plain path (`{{ object.amount }}`, `{{ object.items.data[0].id }}`),
+# sometimes a few joined by `or` (`{{ a.b or c.d }}`). Such a path is read directly, step by
+# step, as the sandbox would read it: a key of a mapping wins over a method, an index reads a
+# list, and a missing key, a null or an index out of range gives Jinja's (chainable)
+# undefined. The same answer without building a Jinja context per value. Whatever the
+# direct read cannot answer exactly as Jinja would (a name that is not in the context, which
+# may be a Jinja global; an attribute of a string, a number or a list; a name the mapping
+# has as an attribute, like `keys` or `__class__`) goes through Jinja.
+_PATH = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[-?[0-9]+\])*\Z")
+_PATH_STEP = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(-?[0-9]+)\]")
+_OR = re.compile(r"\s+or\s+")
 _JINJA_WORDS = frozenset(
     {"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if"}
 )
+_NEEDS_JINJA: Final = object()  # what `_read_path` gives when only Jinja can answer
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
-def _name_path(expr: str) -> tuple[str, ...] | None:
-    if _NAME_PATH.match(expr) is None:
-        return None
-    names = tuple(expr.split("."))
-    return None if _JINJA_WORDS.intersection(names) else names
+def _plain_paths(expr: str) -> tuple[tuple[str | int, ...], ...] | None:
+    """`a.b[0] or c.d` as ((a, b, 0), (c, d)); None when the expression is anything else."""
+    paths = []
+    for part in _OR.split(expr.strip()):
+        if _PATH.match(part) is None:
+            return None
+        steps = tuple(name or int(index) for name, index in _PATH_STEP.findall(part))
+        if _JINJA_WORDS.intersection(step for step in steps if isinstance(step, str)):
+            return None
+        paths.append(steps)
+    return tuple(paths)
+
+
+def _read_path(steps: tuple[str | int, ...], context: Mapping[str, Any]) -> Any:
+    """The value of one plain path, or `_NEEDS_JINJA`."""
+    head = steps[0]
+    if not isinstance(head, str) or head not in context:
+        return _NEEDS_JINJA
+    value: Any = context[head]
+    for step in steps[1:]:
+        if isinstance(step, str):
+            if isinstance(value, Mapping) and step in value:
+                value = value[step]
+            elif (value is None or isinstance(value, Mapping)) and not hasattr(value, step):
+                return _ENV.undefined(obj=value, name=step)
+            else:
+                return _NEEDS_JINJA
+        elif type(value) is list:
+            if not -len(value) <= step < len(value):
+                return _ENV.undefined(obj=value, name=str(step))
+            value = value[step]
+        elif value is None or (isinstance(value, Mapping) and step not in value):
+            return _ENV.undefined(obj=value, name=str(step))
+        else:
+            return _NEEDS_JINJA
+    return value
 
 
 def _evaluate(expr: str, context: Mapping[str, Any]) -> Any:
-    """The value of an expression (Jinja's, read directly for a plain path of keys)."""
-    names = _name_path(expr)
-    if names is not None:
-        value: Any = context
-        for name in names:
-            if not isinstance(value, Mapping) or name not in value:
+    """The value of an expression (Jinja's, read directly for plain paths)."""
+    paths = _plain_paths(expr)
+    if paths is not None:
+        value: Any = None
+        for steps in paths:  # `a or b`: the first truthy value, else the last one
+            value = _read_path(steps, context)
+            if value is _NEEDS_JINJA or value:
                 break
-            value = value[name]
-        else:
+        if value is not _NEEDS_JINJA:
             return value
     return _compile_expression(expr)(**context)
 
