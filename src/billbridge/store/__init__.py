@@ -6,10 +6,14 @@ store.migrate()
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from billbridge.errors import ConfigurationError
 from billbridge.store.base import Store
-from billbridge.store.postgres import PostgresStore
 from billbridge.store.sqlite import SqliteStore, sqlite_path
+
+if TYPE_CHECKING:
+    from billbridge.store.postgres import PostgresStore
 
 POSTGRES_SCHEMES = ("postgresql+psycopg://", "postgresql://", "postgres://")
 
@@ -24,12 +28,25 @@ def open_store(database_url: str) -> Store:
         sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
         return SqliteStore(url)
     if url.startswith(POSTGRES_SCHEMES):
-        return PostgresStore(url)
+        return _postgres_store_class()(url)
     scheme = url.split("://", 1)[0] if "://" in url else "(none)"
     raise ConfigurationError(
         f"DATABASE_URL: unsupported database scheme {scheme!r}; use sqlite:///path/to/file.db "
         "or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
     )
+
+
+def _postgres_store_class() -> type[PostgresStore]:
+    # Imported on first use: psycopg costs a SQLite process ~10 MB of memory for nothing.
+    from billbridge.store.postgres import PostgresStore  # noqa: PLC0415
+
+    return PostgresStore
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresStore":
+        return _postgres_store_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["PostgresStore", "SqliteStore", "Store", "open_store"]
