@@ -15,7 +15,9 @@ result, printed as one JSON line on stdout:
      "max", "mean"}, "status_counts", "errors", "started_at", "finished_at", "field_sum"}
 
 `--acked-out FILE` writes the index of every request answered 200 (warm-up included), one
-per line. `--sum-field NAME` adds up that integer field of the JSON answers of 200s.
+per line. `--timeline-out FILE` writes, per measured request, when it was sent (ms after the
+measured part began) and its latency (ms): to see whether the slow ones come together.
+`--sum-field NAME` adds up that integer field of the JSON answers of 200s.
 The whole run, warm-up included, is bounded by `--timeout` seconds.
 
 Raw asyncio streams (uvloop when installed), no HTTP library: the generator costs a few
@@ -76,6 +78,7 @@ class Run:
         self.next = 0
         self.status = [0] * len(requests)  # 0 = not answered
         self.latency = [0.0] * len(requests)
+        self.sent = [0.0] * len(requests)  # perf_counter at the write
         self.errors: list[str] = []
         self.sum_field = sum_field
         self.field_sum = 0
@@ -121,7 +124,7 @@ async def _connection(run: Run, stop_at: int, conn: list[Any], open_lock: asynci
                     reader, writer = await asyncio.open_connection(host, port)
                 conn[:] = [reader, writer]
             reader, writer = conn
-            started = perf()
+            started = run.sent[index] = perf()
             writer.write(requests[index])
             status, body, close = await _read_response(reader)
         except (OSError, asyncio.IncompleteReadError, RuntimeError, ValueError) as exc:
@@ -186,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--acked-out", type=Path)
     parser.add_argument("--sum-field")
+    parser.add_argument("--timeline-out", type=Path)
     args = parser.parse_args(argv)
 
     requests = read_requests(args.requests_file)
@@ -207,6 +211,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     for status in run.status:
         key = str(status) if status else "no_answer"
         counts[key] = counts.get(key, 0) + 1
+    if args.timeline_out is not None:
+        args.timeline_out.write_text(
+            "".join(
+                f"{(run.sent[i] - run.t0) * 1000:.3f} {run.latency[i] * 1000:.3f}\n"
+                for i in range(warmup, len(requests))
+                if run.status[i] != 0
+            )
+        )
     if args.acked_out is not None:
         args.acked_out.write_text(
             "".join(f"{i}\n" for i, status in enumerate(run.status) if status == 200)

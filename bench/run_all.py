@@ -537,6 +537,7 @@ class Options:
     e2e_connections: int
     worker_concurrencies: list[int]
     cio: str
+    track_batching: str
     phase_timeout: float
     skip: set[str]
     keep: bool
@@ -556,10 +557,10 @@ class Bench:
             self.contended = True
             print(f"{indent}WARNING: other processes used the CPU during this phase", flush=True)
 
-    @staticmethod
-    def cio_env(cio: CioReceiver, worker_concurrency: int) -> dict[str, str]:
+    def cio_env(self, cio: CioReceiver, worker_concurrency: int) -> dict[str, str]:
         """Billbridge's settings for sending to this receiver."""
         return {
+            "BILLBRIDGE_TRACK_BATCHING": self.o.track_batching,
             "CUSTOMERIO_SITE_ID": CIO_SITE_ID,
             "CUSTOMERIO_TRACK_API_KEY": CIO_TRACK_KEY,
             "CUSTOMERIO_TRACK_URL": cio.url,
@@ -964,6 +965,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         default="fake",
         help="receiver: tests/fakes/customerio.py, or the minimal bench/sink.py",
     )
+    parser.add_argument(
+        "--track-batching",
+        choices=("auto", "off"),
+        default="auto",
+        help="BILLBRIDGE_TRACK_BATCHING: off sends one Track v1 HTTP call per delivery",
+    )
     parser.add_argument("--phase-timeout", type=float, default=120.0, help="seconds per phase")
     parser.add_argument(
         "--skip",
@@ -988,6 +995,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         e2e_connections=args.e2e_connections,
         worker_concurrencies=[int(x) for x in args.worker_concurrency.split(",") if x],
         cio=args.cio,
+        track_batching=args.track_batching,
         phase_timeout=args.phase_timeout,
         skip={x.strip() for x in args.skip.split(",") if x.strip()},
         keep=args.keep,

@@ -26,6 +26,7 @@ from billbridge.customerio import (
     plan_batches,
     safe_path,
 )
+from billbridge.customerio import client as client_module
 from billbridge.errors import (
     AmbiguousSendError,
     DeliveryError,
@@ -214,6 +215,66 @@ def test_many_concurrent_calls_share_the_pool(fake_customerio: FakeCustomerIO) -
 
     run(scenario())
     assert len(fake_customerio.people) == 100
+
+
+def test_calls_beyond_the_connections_wait_for_one_and_time_out_like_httpx() -> None:
+    """Calls wait for a free connection (at most one call per connection), each goes to the
+    least busy pool, and a wait longer than the pool timeout is httpx's PoolTimeout."""
+    release = asyncio.Event()
+    two_in_flight = asyncio.Event()
+    in_flight: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        in_flight.append(request.url.path)
+        if len(in_flight) == 2:
+            two_in_flight.set()
+        await release.wait()
+        return httpx.Response(200, json={})
+
+    def make_client(connections: int) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=connections)
+        return httpx.AsyncClient(transport=httpx.MockTransport(handler), limits=limits)
+
+    async def scenario() -> None:
+        pools = client_module._Pools(make_client, 2, 2, pool_timeout=0.2)
+        first = asyncio.create_task(pools.request("GET", "http://cio.test/a"))
+        second = asyncio.create_task(pools.request("GET", "http://cio.test/b"))
+        await asyncio.wait_for(two_in_flight.wait(), 5)
+        assert pools._busy == [1, 1]  # one call on each pool
+        with pytest.raises(httpx.PoolTimeout):
+            await pools.request("GET", "http://cio.test/c")
+        assert in_flight == ["/a", "/b"]  # the third call was never sent
+        third = asyncio.create_task(pools.request("GET", "http://cio.test/d"))
+        for _ in range(20):  # turns of the loop in which an unblocked call would go out
+            await asyncio.sleep(0)
+        assert in_flight == ["/a", "/b"]  # waiting, not sent
+        release.set()
+        answers = await asyncio.gather(first, second, third)
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert in_flight == ["/a", "/b", "/d"]
+        assert pools._busy == [0, 0]
+        await pools.aclose()
+
+    run(scenario())
+
+
+def test_a_pool_timeout_is_retryable_and_nothing_was_sent(fake_customerio: FakeCustomerIO) -> None:
+    """Every connection busy for longer than CUSTOMERIO_TIMEOUT: the waiting call fails as
+    retryable with nothing sent (the calls on the connections time out too)."""
+    fake_customerio.delay_next(1.0, count=None)
+    settings = settings_for(fake_customerio, CUSTOMERIO_TIMEOUT=0.3)
+    calls = client_module.MAX_CONNECTIONS + 1
+
+    async def scenario() -> list[BaseException | CioResponse]:
+        async with CustomerIOClient(settings) as client:
+            sends = (client.send(identify(f"cus_{n}", n=n)) for n in range(calls))
+            return await asyncio.gather(*sends, return_exceptions=True)
+
+    outcomes = run(scenario())
+    assert all(isinstance(o, RetryableDeliveryError) for o in outcomes)
+    waited = [o for o in outcomes if "nothing was sent" in str(o)]
+    assert len(waited) == 1
+    assert "PoolTimeout" in str(waited[0])
 
 
 # The client: classification -----------------------------------------------------------------
