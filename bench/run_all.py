@@ -871,10 +871,19 @@ class Bench:
                     (f"ingest ratio @ {concurrency} conns", f"{ratio:.2f}", verdict)
                 )
             for concurrency, result in bb.items():
+                reference_p99 = ref[concurrency].p99 if concurrency in ref else float("nan")
                 print(
                     f"  billbridge p99 @ {concurrency:3d} connections: {result.p99:.1f} ms "
-                    f"(< {TARGET_P99_MS:.0f} ms: {'yes' if result.p99 < TARGET_P99_MS else 'NO'})",
+                    f"(< {TARGET_P99_MS:.0f} ms: {'yes' if result.p99 < TARGET_P99_MS else 'NO'}; "
+                    f"the reference's: {reference_p99:.1f} ms)",
                     flush=True,
+                )
+                self.summary.append(
+                    (
+                        f"reference p99 @ {concurrency} conns",
+                        f"{reference_p99:.1f} ms",
+                        "(information)",
+                    )
                 )
             print(flush=True)
         memory: list[tuple[int, float, float]] = []  # (worker concurrency, RSS after, peak)
