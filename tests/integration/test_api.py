@@ -1,4 +1,4 @@
-"""The JSON API under /api/ (SPEC §3) on a real SQLite store, through the app's lifespan."""
+"""The JSON API under /api/ (SPEC §3) on a real SQLite store, over loopback HTTP (uvicorn)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from billbridge.app import create_app
 from billbridge.config import Settings
@@ -19,6 +19,7 @@ from billbridge.store.records import AttemptRecord
 from billbridge.stripe.samples import sample_event
 from billbridge.stripe.signature import sign_payload
 from tests.support.auth import API_TOKEN_ENV, AUTH
+from tests.support.live_server import serve_app
 
 SECRET = "whsec_api_test_secret"
 
@@ -36,7 +37,7 @@ WELCOME = {
 
 @dataclass
 class Api:
-    client: TestClient
+    client: httpx.Client
     store: Store
 
     def webhook(self, event: dict[str, Any]) -> None:
@@ -85,7 +86,7 @@ def api(tmp_path: Path) -> Iterator[Api]:
         **API_TOKEN_ENV,
     )
     app = create_app(settings, run_worker=False)
-    with TestClient(app, headers=AUTH) as client:
+    with serve_app(app) as url, httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
         yield Api(client, app.state.services.store)
 
 
