@@ -238,6 +238,20 @@ def test_ingest_upserts_the_customer(store: Store) -> None:
 # Claims, leases, fencing -----------------------------------------------------------------
 
 
+def test_the_prebuilt_statements_are_compiled_once(store: Store) -> None:
+    """Every statement the store builds up front has a SQLAlchemy cache key, so it is
+    compiled once, not on each execute (a multi-row VALUES list has none: the one-record
+    customers upsert of the PostgreSQL ingest was compiled on every webhook)."""
+    statements = {
+        name: value
+        for name, value in vars(store).items()
+        if isinstance(value, sa.sql.ClauseElement) and isinstance(value, sa.Executable)
+    }
+    assert "_upsert_customer_stmt" in statements
+    uncached = [name for name, stmt in statements.items() if stmt._generate_cache_key() is None]
+    assert uncached == []
+
+
 def test_concurrent_claimers_never_share_a_delivery(store_url: str, store: Store) -> None:
     """8 threads over two Store instances claim every delivery exactly once."""
     for n in range(40):

@@ -179,13 +179,14 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
         """The customers upsert for `rows` records: parameters named after `customer_values`'
         keys (one record), or with a `_<n>` suffix per record (several)."""
         columns = [c.name for c in customers.c if c.name != "updated_at"]
-        insert_customer = self._insert(customers).values(
-            [
-                {name: sa.bindparam(customer_parameter(name, n, rows)) for name in columns}
-                | {"updated_at": self._now_expr}
-                for n in range(rows)
-            ]
-        )
+        records: list[dict[str, Any]] = [
+            {name: sa.bindparam(customer_parameter(name, n, rows)) for name in columns}
+            | {"updated_at": self._now_expr}
+            for n in range(rows)
+        ]
+        # One record as a plain VALUES: SQLAlchemy caches its compiled form (a multi-row
+        # VALUES list it compiles again on every execute; SQLite keeps that SQL text itself).
+        insert_customer = self._insert(customers).values(records[0] if rows == 1 else records)
         return insert_customer.on_conflict_do_update(
             index_elements=[customers.c.stripe_customer_id],
             set_={
