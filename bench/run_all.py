@@ -5,8 +5,9 @@
     .venv/bin/python bench/run_all.py --help
 
 Every server is a subprocess on 127.0.0.1 with its own SQLite file in a temporary
-directory; every process started here is stopped and the directory removed at the end,
-also on an error or Ctrl-C. See bench/README.md for what each number means.
+directory (or, with `--database postgres`, its own PostgreSQL database); every process
+started here is stopped and the directory (and databases) removed at the end, also on an
+error or Ctrl-C. See bench/README.md for what each number means.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 from loadgen import build_post, write_requests
+from psycopg import sql
 
 from billbridge.store import open_store
 from billbridge.stripe.samples import sample_event
@@ -98,7 +101,8 @@ class Proc:
         self.log = cwd / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
         self.port = 0  # where it listens
-        self.db = cwd / "none.db"  # its SQLite file
+        self.db = cwd / "none.db"  # the reference's SQLite file
+        self.database_url = ""  # billbridge's DATABASE_URL
 
     def start(self) -> Proc:
         with self.log.open("ab") as log:
@@ -215,11 +219,12 @@ class RssSampler:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its children, in seconds."""
+    """User + system CPU time of a process and its children (those running, and those it
+    has reaped: PostgreSQL's backends come and go), in seconds."""
     try:
         process = psutil.Process(pid)
         times = process.cpu_times()
-        total = times.user + times.system
+        total = times.user + times.system + times.children_user + times.children_system
         for child in process.children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 child_times = child.cpu_times()
@@ -227,6 +232,17 @@ def cpu_seconds(pid: int) -> float:
     except psutil.Error:
         return 0.0
     return total
+
+
+def postgres_server_pid() -> int | None:
+    """The PostgreSQL postmaster on this machine (its backends are its children)."""
+    for process in psutil.process_iter(["name", "ppid"]):
+        with contextlib.suppress(psutil.Error):
+            if process.info["name"] == "postgres":
+                parent = psutil.Process(process.info["ppid"])
+                if parent.name() != "postgres":
+                    return int(process.pid)
+    return None
 
 
 class CpuMeter:
@@ -416,21 +432,30 @@ def run_load(
 # Checks on the stored data --------------------------------------------------------------
 
 
-def stored_ids(db_path: Path, table: str) -> set[str]:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        return {row[0] for row in conn.execute(f"SELECT stripe_event_id FROM {table}")}  # noqa: S608
-    finally:
-        conn.close()
+def query(database: str, statement: Any) -> list[tuple[Any, ...]]:
+    """Rows of `statement` read straight from a `sqlite:///FILE` (read-only) or PostgreSQL URL."""
+    if database.startswith("sqlite:///"):
+        path = database.removeprefix("sqlite:///")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return list(conn.execute(statement))
+        finally:
+            conn.close()
+    with psycopg.connect(database.replace("postgresql+psycopg://", "postgresql://")) as pg:
+        return list(pg.execute(statement))
 
 
-def check_stored(acked: Sequence[str], db_path: Path, table: str, *, via_store: bool) -> str:
+def stored_ids(database: str, table: str) -> set[str]:
+    return {row[0] for row in query(database, f"SELECT stripe_event_id FROM {table}")}  # noqa: S608
+
+
+def check_stored(acked: Sequence[str], database: str, table: str, *, via_store: bool) -> str:
     """Every 200-acknowledged event id must be in the database."""
-    present = stored_ids(db_path, table)
+    present = stored_ids(database, table)
     missing = [event_id for event_id in acked if event_id not in present]
     total = f"{len(present)} rows in {table}"
     if via_store:
-        store = open_store(f"sqlite:///{db_path}")
+        store = open_store(database)
         try:
             total += f", store.stats().events_total = {store.stats().events_total}"
         finally:
@@ -442,16 +467,17 @@ def check_stored(acked: Sequence[str], db_path: Path, table: str, *, via_store: 
     )
 
 
-def delivery_counts(db_path: Path) -> tuple[int, int, dict[str, int]]:
-    """(deliveries, not yet final, by status) read straight from the SQLite file."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-    try:
-        by_status = dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status"))
-        (open_count,) = conn.execute(
-            "SELECT count(*) FROM deliveries WHERE next_attempt_at IS NOT NULL"
-        ).fetchone()
-    finally:
-        conn.close()
+def delivery_counts(database: str) -> tuple[int, int, dict[str, int]]:
+    """(deliveries, not yet final, by status) read straight from the database."""
+    by_status = {
+        str(status): int(count)
+        for status, count in query(
+            database, "SELECT status, count(*) FROM deliveries GROUP BY status"
+        )
+    }
+    ((open_count,),) = query(
+        database, "SELECT count(*) FROM deliveries WHERE next_attempt_at IS NOT NULL"
+    )
     return sum(by_status.values()), int(open_count), by_status
 
 
@@ -538,6 +564,8 @@ class Options:
     worker_concurrencies: list[int]
     cio: str
     track_batching: str
+    database: str
+    postgres_admin: str
     phase_timeout: float
     skip: set[str]
     keep: bool
@@ -549,7 +577,16 @@ class Bench:
         self.workdir = workdir
         self.procs = procs
         self.summary: list[tuple[str, str, str]] = []  # (what, value, verdict)
+        self.databases: list[str] = []  # PostgreSQL databases created, dropped at the end
         self.contended = False  # another process took CPU during a phase
+
+    def cpu_meter(self, pids: dict[str, int]) -> CpuMeter:
+        """A CpuMeter of these processes, and of PostgreSQL when billbridge stores there."""
+        if self.o.database == "postgres":
+            server = postgres_server_pid()
+            if server is not None:
+                pids = {**pids, "PostgreSQL": server}
+        return CpuMeter(pids)
 
     def note_cpu(self, cpu: CpuMeter, indent: str = "       ") -> None:
         print(f"{indent}{cpu.line()}", flush=True)
@@ -568,17 +605,36 @@ class Bench:
             "BILLBRIDGE_WORKER_CONCURRENCY": str(worker_concurrency),
         }
 
-    def start_worker(self, name: str, db: Path, cio_env: dict[str, str]) -> Proc:
+    def start_worker(self, name: str, serve: Proc, cio_env: dict[str, str]) -> Proc:
         """`billbridge worker` on the database of a `serve` started by start_billbridge."""
         env = clean_env(
             {
-                "DATABASE_URL": f"sqlite:///{db}",
+                "DATABASE_URL": serve.database_url,
                 "STRIPE_WEBHOOK_SECRET": SECRET,
-                "BILLBRIDGE_VAR_DIR": str(db.parent / "var"),
+                "BILLBRIDGE_VAR_DIR": str(serve.cwd / "var"),
                 **cio_env,
             }
         )
-        return self.procs.start(Proc(name, [BILLBRIDGE, "worker"], env, db.parent))
+        return self.procs.start(Proc(name, [BILLBRIDGE, "worker"], env, serve.cwd))
+
+    def new_database(self, name: str, home: Path) -> str:
+        """A DATABASE_URL of its own for one billbridge server: a SQLite file in `home`, or a
+        new PostgreSQL database (dropped at the end of the run)."""
+        if self.o.database == "sqlite":
+            return f"sqlite:///{home / 'billbridge.db'}"
+        database = f"billbridge_bench_{os.getpid()}_{name.replace('-', '_')}"
+        with psycopg.connect(self.o.postgres_admin, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        self.databases.append(database)
+        base = self.o.postgres_admin.rsplit("/", 1)[0].replace("postgresql://", "")
+        return f"postgresql+psycopg://{base}/{database}"
+
+    def drop_databases(self) -> None:
+        for database in self.databases:
+            with psycopg.connect(self.o.postgres_admin, autocommit=True) as admin:
+                drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                admin.execute(drop.format(sql.Identifier(database)))
+        self.databases.clear()
 
     # -- servers --
 
@@ -586,9 +642,10 @@ class Bench:
         home = self.workdir / name
         home.mkdir()
         port = free_port()
+        database_url = self.new_database(name, home)
         env = clean_env(
             {
-                "DATABASE_URL": f"sqlite:///{home / 'billbridge.db'}",
+                "DATABASE_URL": database_url,
                 "STRIPE_WEBHOOK_SECRET": SECRET,
                 "BILLBRIDGE_VAR_DIR": str(home / "var"),
                 **extra_env,
@@ -597,7 +654,7 @@ class Bench:
         proc = Proc(name, [BILLBRIDGE, "serve", "--port", str(port), *args], env, home)
         self.procs.start(proc)
         wait_ready(proc, f"http://127.0.0.1:{port}/readyz")
-        proc.port, proc.db = port, home / "billbridge.db"
+        proc.port, proc.database_url = port, database_url
         return proc
 
     def start_reference(self) -> Proc:
@@ -622,7 +679,7 @@ class Bench:
             events = make_events(
                 INGEST_TYPES, self.o.warmup + self.o.requests, f"{tag}{concurrency}"
             )
-            with CpuMeter({"server": proc.pid}) as cpu:
+            with self.cpu_meter({"server": proc.pid}) as cpu:
                 result = run_load(
                     self.workdir,
                     proc.port,
@@ -646,9 +703,9 @@ class Bench:
         rss = rss_bytes(proc.pid) / MB
         proc.stop()
         print(f"  serve RSS after the phases: {rss:.1f} MB", flush=True)
-        print("  " + check_stored(acked, proc.db, "events", via_store=True), flush=True)
+        print("  " + check_stored(acked, proc.database_url, "events", via_store=True), flush=True)
         if worker:
-            _total, _open, by_status = delivery_counts(proc.db)
+            _total, _open, by_status = delivery_counts(proc.database_url)
             print(f"  deliveries by status at stop (dry-run worker): {by_status}", flush=True)
         return results
 
@@ -656,7 +713,8 @@ class Bench:
         proc = self.start_reference()
         results, acked = self.ingest_phases(proc, "r")
         proc.stop()
-        print("  " + check_stored(acked, proc.db, "ref_events", via_store=False), flush=True)
+        reference_db = f"sqlite:///{proc.db}"
+        print("  " + check_stored(acked, reference_db, "ref_events", via_store=False), flush=True)
         return results
 
     def end_to_end(
@@ -669,17 +727,17 @@ class Bench:
         name = f"bb-e2e-{worker_concurrency}" + ("-split" if split else "")
         cio_env = self.cio_env(cio, worker_concurrency)
         proc = self.start_billbridge(name, cio_env, ["--no-worker"] if split else [])
-        db = proc.db
+        db = proc.database_url
         worker: Proc | None = None
         if split:
-            worker = self.start_worker(f"{name}-worker", db, cio_env)
+            worker = self.start_worker(f"{name}-worker", proc, cio_env)
         rss_start = rss_bytes(proc.pid) / MB
         events = make_events(E2E_TYPES, self.o.e2e_events, f"e{worker_concurrency}{split}")
         deadline_s = self.o.phase_timeout + self.o.e2e_events / 100
         pids = {"serve": proc.pid, f"Customer.io {cio.kind}": cio.proc.pid}
         if worker is not None:
             pids["worker"] = worker.pid
-        with RssSampler(proc.pid) as sampler, CpuMeter(pids) as cpu:
+        with RssSampler(proc.pid) as sampler, self.cpu_meter(pids) as cpu:
             loader, collect = start_loadgen(
                 self.workdir,
                 proc.port,
@@ -769,7 +827,7 @@ class Bench:
         name = f"bb-drain-{worker_concurrency}"
         cio_env = self.cio_env(cio, worker_concurrency)
         proc = self.start_billbridge(name, cio_env, ["--no-worker"])
-        db = proc.db
+        db = proc.database_url
         events = make_events(E2E_TYPES, self.o.e2e_events, f"d{worker_concurrency}")
         loader, collect = start_loadgen(
             self.workdir,
@@ -785,10 +843,10 @@ class Bench:
         proc.stop()
         expected = int(load.data["field_sum"])
         _total, queued, _by = delivery_counts(db)
-        worker = self.start_worker(f"{name}-worker", db, cio_env)
+        worker = self.start_worker(f"{name}-worker", proc, cio_env)
         deadline = time.monotonic() + self.o.phase_timeout + self.o.e2e_events / 100
         done = False
-        with CpuMeter({"worker": worker.pid, f"Customer.io {cio.kind}": cio.proc.pid}) as cpu:
+        with self.cpu_meter({"worker": worker.pid, f"Customer.io {cio.kind}": cio.proc.pid}) as cpu:
             while time.monotonic() < deadline:
                 time.sleep(0.2)
                 total, open_count, _by = delivery_counts(db)
@@ -836,7 +894,10 @@ class Bench:
         )
         bb: dict[int, LoadResult] = {}
         if "ingest" not in self.o.skip:
-            print("== 1. Ingest: billbridge serve --no-worker (SQLite, dry-run) ==", flush=True)
+            print(
+                f"== 1. Ingest: billbridge serve --no-worker ({self.o.database}, dry-run) ==",
+                flush=True,
+            )
             bb = self.billbridge_ingest(worker=False)
             for concurrency, result in bb.items():
                 ok = result.p99 < TARGET_P99_MS
@@ -980,6 +1041,17 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         default="auto",
         help="BILLBRIDGE_TRACK_BATCHING: off sends one Track v1 HTTP call per delivery",
     )
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="billbridge's store: a SQLite file, or a PostgreSQL database per server",
+    )
+    parser.add_argument(
+        "--postgres-admin",
+        default="postgresql://postgres@127.0.0.1:5432/test",
+        help="with --database postgres: where to CREATE and DROP the bench's databases",
+    )
     parser.add_argument("--phase-timeout", type=float, default=120.0, help="seconds per phase")
     parser.add_argument(
         "--skip",
@@ -1005,6 +1077,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         worker_concurrencies=[int(x) for x in args.worker_concurrency.split(",") if x],
         cio=args.cio,
         track_batching=args.track_batching,
+        database=args.database,
+        postgres_admin=args.postgres_admin,
         phase_timeout=args.phase_timeout,
         skip={x.strip() for x in args.skip.split(",") if x.strip()},
         keep=args.keep,
@@ -1040,6 +1114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     finally:
         procs.stop_all()
+        bench.drop_databases()
         if options.keep:
             print(f"\nkept {workdir}")
         else:
