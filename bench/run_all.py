@@ -630,9 +630,11 @@ class Bench:
         return f"postgresql+psycopg://{base}/{database}"
 
     def drop_databases(self) -> None:
-        for database in self.databases:
-            with psycopg.connect(self.o.postgres_admin, autocommit=True) as admin:
-                drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        if not self.databases:
+            return
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        with psycopg.connect(self.o.postgres_admin, autocommit=True) as admin:
+            for database in self.databases:
                 admin.execute(drop.format(sql.Identifier(database)))
         self.databases.clear()
 

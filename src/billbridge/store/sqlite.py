@@ -589,11 +589,10 @@ class SqliteStore(SqlStore):
                 return []
             token = uuid.uuid4().hex + "-"  # fresh per claim; the row id makes each unique
             lease_until = now + lease_seconds
-            id_list = json.dumps(ids)
             claimed = {
                 row[0]: row
                 for row in driver.execute(
-                    CLAIM_SQL, (token, lease_until, lease_until, now, id_list)
+                    CLAIM_SQL, (token, lease_until, lease_until, now, ids_json)
                 ).fetchall()
             }
             event_ids = json.dumps(sorted({row[2] for row in claimed.values()}))
