@@ -5,18 +5,19 @@ PYTHON    ?= python3
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test check format bench clean chromium screenshots
+.PHONY: run test check format bench clean chromium screenshots lock wheel
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e .
+# Installs are pinned by constraints.txt (committed); `make lock` refreshes it.
+$(RUN_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $@
 
-$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(DEV_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@ $(RUN_STAMP)
 
 ## run: install, migrate and serve on http://127.0.0.1:8000 (SQLite under ./var/, dev webhook secret)
@@ -40,6 +41,22 @@ chromium:
 ## screenshots: regenerate docs/screenshots/*.png (starts a demo instance with the fakes)
 screenshots: $(DEV_STAMP) chromium
 	$(BIN)/python scripts/screenshots.py
+
+## lock: re-resolve every dependency (pyproject.toml, dev tools included) into constraints.txt
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet '.[dev]'
+	{ echo "# Pinned versions of every package Billbridge and its dev tools install (make lock refreshes it)."; \
+	  echo "# make run, make test and CI install with: pip install -c constraints.txt ..."; \
+	  .lock-venv/bin/pip freeze --exclude billbridge; } > constraints.txt
+	rm -rf .lock-venv
+
+## wheel: build the wheel users install into dist/
+wheel: $(DEV_STAMP)
+	rm -rf dist
+	$(BIN)/pip wheel --quiet --no-deps -w dist .
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff format src tests bench scripts
