@@ -70,8 +70,10 @@ class ServeProcess:
         port: int | None = None,
         cwd: Path,
         args: tuple[str, ...] = (),
+        executable: str = BILLBRIDGE,
     ) -> None:
         self.port = port or free_port()
+        self.executable = executable
         self.env = {**os.environ, **env}
         self.cwd = cwd
         self.args = args
@@ -85,7 +87,7 @@ class ServeProcess:
     def start(self) -> ServeProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [BILLBRIDGE, "serve", "--port", str(self.port), *self.args],
+            [self.executable, "serve", "--port", str(self.port), *self.args],
             env=self.env,
             cwd=self.cwd,
             stdout=log,
