@@ -22,7 +22,15 @@ from billbridge.store.base import Store
 PG_ADMIN_URL = os.environ.get(
     "BILLBRIDGE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-STORE_TABLES = ("attempts", "deliveries", "events", "workflows", "customers", "meta")
+STORE_TABLES = (
+    "attempts",
+    "deliveries",
+    "events",
+    "workflows",
+    "customers",
+    "meta",
+    "workers",
+)
 ACCESS_TABLES = ("users", "sessions", "api_tokens", "credentials", "alert_settings", "alert_state")
 BILLING_TABLES = (
     "billing_customers",

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from billbridge.billing.projection import rows_for_event
+from billbridge.store import outbox
+from billbridge.store.outbox import Finish, Ingest
 from billbridge.store.records import (
     AttemptRecord,
     Completion,
@@ -25,8 +27,10 @@ from billbridge.store.records import (
     NewEvent,
 )
 from billbridge.store.records_billing import BillingRow
-from billbridge.store.sqlite import SqliteStore, _Job
+from billbridge.store.sql import _IngestJob
+from billbridge.store.sqlite import SqliteStore
 from billbridge.store.tables_billing import BILLING_TABLES
+from billbridge.store.writer import Job
 from billbridge.stripe.events import new_event_from
 
 
@@ -69,7 +73,7 @@ def test_a_failing_job_is_undone_alone_and_the_rest_of_its_batch_commits(
         writes = [pool.submit(store.set_meta, f"key{i}", str(i)) for i in range(3)]
         bad = pool.submit(store._write, failing)
         writes += [pool.submit(store.set_meta, f"key{i}", str(i)) for i in range(3, 6)]
-        _poll(lambda: store._jobs.qsize() == 7)
+        _poll(lambda: store._writer.queued() == 7)
         gate.set()
         assert first.result(timeout=10) == "first"
         for future in writes:
@@ -173,7 +177,7 @@ def _tables(store: SqliteStore) -> dict[str, list[dict[str, object]]]:
 
 @pytest.mark.parametrize("variant", ["all-good", "one-fails", "all-new"])
 def test_a_batch_of_ingests_stores_what_one_by_one_ingests_store(
-    tmp_path: Path, variant: str
+    tmp_path: Path, variant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The writer runs a batch's ingests together (multi-row statements): same results and
     the same rows as ingesting them one at a time. With a failing ingest in the batch, the
@@ -205,21 +209,21 @@ def test_a_batch_of_ingests_stores_what_one_by_one_ingests_store(
         ]
 
         batches: list[int] = []
-        ingest_many = together._ingest_many
+        ingest_many = outbox.ingest_many
 
-        def counted(conn: Connection, ingests: Sequence[Any]) -> list[IngestResult]:
+        def counted(db: outbox.Db, ingests: Sequence[Ingest]) -> list[IngestResult]:
             batches.append(len(ingests))
-            return ingest_many(conn, ingests)
+            return ingest_many(db, ingests)
 
         runs: list[bool] = []  # each transaction: job by job (isolated) or not
-        run_jobs = together._run_jobs
+        run_jobs = together._writer.run_jobs
 
-        def recorded(conn: Connection, jobs: list[_Job], *, isolated: bool) -> Any:
+        def recorded(conn: Connection, jobs: list[Job], *, isolated: bool) -> Any:
             runs.append(isolated)
             return run_jobs(conn, jobs, isolated=isolated)
 
-        together._ingest_many = counted  # type: ignore[method-assign]
-        together._run_jobs = recorded  # type: ignore[method-assign]
+        monkeypatch.setattr(outbox, "ingest_many", counted)
+        together._writer.run_jobs = recorded  # type: ignore[method-assign]
         gate, running = threading.Event(), threading.Event()
 
         def blocker(conn: Connection) -> None:
@@ -232,7 +236,8 @@ def test_a_batch_of_ingests_stores_what_one_by_one_ingests_store(
             futures: list[Future[IngestResult]] = []
             for e, d, c, b in story:  # queued in this order, behind the blocker
                 future: Future[IngestResult] = Future()
-                together._submit(_Job(together._ingest_job(e, d, c, 259_200.0, b), future=future))
+                job = _IngestJob(together, Ingest(e, d, c, 259_200.0, b))
+                together._writer.submit(Job(job, future=future))
                 futures.append(future)
             gate.set()
             first.result(timeout=10)
@@ -278,7 +283,9 @@ def test_a_batch_of_ingests_stores_what_one_by_one_ingests_store(
     }
 
 
-def test_finish_many_together_records_what_one_by_one_records(tmp_path: Path) -> None:
+def test_finish_many_together_records_what_one_by_one_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Completions of distinct deliveries are recorded together (`_finish_together` once);
     a call naming a delivery twice records them one at a time, in order. Both leave the
     same rows: final statuses, retries, sent_ok, force cleared, fenced-out claims untouched,
@@ -355,25 +362,21 @@ def test_finish_many_together_records_what_one_by_one_records(tmp_path: Path) ->
     one_by_one = SqliteStore(f"sqlite:///{tmp_path / 'one.db'}")
     try:
         completions = prepare(together)
-        calls: dict[str, list[int]] = {"together": [], "one_by_one": []}
+        calls: list[int] = []
+        finish_together = outbox.finish_together
 
-        def counted(name: str, store: SqliteStore) -> None:
-            finish_together = store._finish_together
+        def counted(db: outbox.Db, batch: Sequence[Finish]) -> list[bool]:
+            calls.append(len(batch))
+            return finish_together(db, batch)
 
-            def finish(conn: Connection, batch: Sequence[Completion]) -> list[bool]:
-                calls[name].append(len(batch))
-                return finish_together(conn, batch)
-
-            store._finish_together = finish  # type: ignore[method-assign]
-
-        counted("together", together)
-        counted("one_by_one", one_by_one)
+        monkeypatch.setattr(outbox, "finish_together", counted)
         again = Completion(completions[0].delivery_id, "late", "failed", completions[0].attempt)
         owned = together.finish_many(completions) + together.finish_many([again])
+        assert calls == [9, 1]
         # The same completions with the repeated one in the same call: one at a time.
         expected = one_by_one.finish_many([*prepare(one_by_one), again])
         assert owned == expected == [i % 4 != 3 for i in range(9)] + [False]
-        assert calls == {"together": [9, 1], "one_by_one": [1] * 10}
+        assert calls == [9, 1] + [1] * 10
         assert rows(together) == rows(one_by_one)
         deliveries = rows(together)["deliveries"]
         statuses = [d["status"] for d in deliveries]

@@ -17,6 +17,7 @@ from alembic.migration import MigrationContext
 from billbridge.errors import ConfigurationError, StoreUnavailableError
 from billbridge.store import PostgresStore, SqliteStore, open_store
 from billbridge.store.base import Store
+from billbridge.store.outbox import STICKY_COLUMNS
 from billbridge.store.records import (
     AttemptRecord,
     ClaimedDelivery,
@@ -26,8 +27,15 @@ from billbridge.store.records import (
     EventFilter,
     NewDelivery,
     NewEvent,
+    WorkerInfo,
 )
+from billbridge.store.records_billing import BillingRow
 from billbridge.store.schema import metadata
+from billbridge.store.sql import SqlStore
+from billbridge.store.statements import DIALECTS, load
+from billbridge.store.tables_billing import BILLING_TABLES
+
+COMMON = {"id", "customer_id", "account", "livemode", "created", "watermark", "order_key"}
 
 T = TypeVar("T")
 DEADLINE = 10.0  # seconds any polled condition gets before the test fails
@@ -238,18 +246,46 @@ def test_ingest_upserts_the_customer(store: Store) -> None:
 # Claims, leases, fencing -----------------------------------------------------------------
 
 
-def test_the_prebuilt_statements_are_compiled_once(store: Store) -> None:
-    """Every statement the store builds up front has a SQLAlchemy cache key, so it is
-    compiled once, not on each execute (a multi-row VALUES list has none: the one-record
-    customers upsert of the PostgreSQL ingest was compiled on every webhook)."""
-    statements = {
-        name: value
-        for name, value in vars(store).items()
-        if isinstance(value, sa.sql.ClauseElement) and isinstance(value, sa.Executable)
-    }
-    assert "_upsert_customer_stmt" in statements
-    uncached = [name for name, stmt in statements.items() if stmt._generate_cache_key() is None]
-    assert uncached == []
+def test_both_dialects_define_the_same_named_statements() -> None:
+    """The SQLite and PostgreSQL statement modules define exactly the same names."""
+    sqlite_names, postgres_names = (load(dialect).names() for dialect in DIALECTS)
+    assert sqlite_names == postgres_names
+    assert {"insert_events", "claim_due_ids", "finish_owned", "worker_beat"} <= sqlite_names
+
+
+def _billing_rows(kind: str, customer: str | None, order_key: str) -> BillingRow:
+    table = BILLING_TABLES[kind]
+    own = [str(c.name) for c in table.c if c.name not in {*COMMON, "updated_at", *STICKY_COLUMNS}]
+    stripe_id = "cus_1" if kind == "customer" else f"{kind}_1"
+    return BillingRow(kind, stripe_id, customer, None, False, 1, 1, order_key, dict.fromkeys(own))
+
+
+def test_every_named_statement_runs(store: Store) -> None:
+    """No statement is built that never runs: ingest (customers, billing rows of every kind,
+    a deleted customer's stub, sticky flags, customers learnt late), claims, finishes, lease
+    extension and heartbeats between them run every name the dialect defines."""
+    assert isinstance(store, SqlStore)
+    statements = store._statements
+    statements.used.clear()
+    billing = [_billing_rows(kind, None, "b") for kind in BILLING_TABLES]
+    customer = CustomerRecord("cus_1", "a@x.io", "A", 1, watermark=1)
+    store.ingest(event(1), actions(2), customer, billing=billing)
+    late = [_billing_rows(kind, "cus_1", "a") for kind in BILLING_TABLES]
+    stub = BillingRow("customer", "cus_1", "cus_1", None, None, None, 2, "c", {}, ("deleted",))
+    failed = BillingRow(**{**vars(late[4]), "sticky": ("payment_failed",)})
+    assert store.apply_billing([*late, stub, failed])
+    assert (store.billing_state("cus_1").customer or {}).get("deleted") is True
+    worker = WorkerInfo("w-1", "host", 1, "0")
+    store.beat(worker, 0, 30.0)
+    first, second = store.claim_due("w-1", 10, 60.0)
+    assert store.extend_lease(first.delivery_id, first.claim_id, 60.0)
+    assert store.finish_many(
+        [Completion(first.delivery_id, first.claim_id, "succeeded", attempt())]
+    )
+    store.beat(WorkerInfo("w-2", "host", 2, "0"), 0, 0.0)  # w-1 is silent for over 0 s
+    assert [w.worker_id for w in store.list_workers(60.0)] == ["w-2"]
+    assert store.claim_due("w-2", 10, 60.0)[0].delivery_id == second.delivery_id
+    assert statements.used == statements.names()
 
 
 def test_concurrent_claimers_never_share_a_delivery(store_url: str, store: Store) -> None:
@@ -310,6 +346,54 @@ def test_expired_lease_is_reclaimed_and_the_old_claim_fenced_out(store: Store) -
     (delivery,) = detail.deliveries
     assert delivery.status == "failed"
     assert [a.outcome for a in delivery.attempts] == ["succeeded", "terminal_error"]
+
+
+def test_a_silent_workers_claims_are_taken_over_before_their_lease_ends(store: Store) -> None:
+    """Claims of a worker that stopped beating become claimable at once by another worker's
+    beat (not at the end of their 10-minute lease); a live worker's claims stay its own;
+    the old owner's late finish is refused by its fencing token and its attempt recorded
+    as refused; the silent worker no longer appears among live workers."""
+    store.ingest(event(1), actions(3))
+    old, new = WorkerInfo("old", "host-a", 1, "1"), WorkerInfo("new", "host-b", 2, "1")
+    assert store.beat(old, 0, 30.0) == 0
+    held = store.claim_due("old", 10, 600.0)
+    assert len(held) == 3
+    assert store.beat(new, 0, 30.0) == 0  # "old" beat just now: nothing to take over
+    assert store.claim_due("new", 10, 600.0) == []
+    assert {w.worker_id: w.host for w in store.list_workers(30.0)} == {
+        "old": "host-a",
+        "new": "host-b",
+    }
+    # "old" goes silent: the next beat of "new" counting 0.05 s of silence frees its claims.
+    freed = poll(lambda: store.beat(new, 0, 0.05), "the silent worker's claims to be freed")
+    assert freed == 3
+    taken = store.claim_due("new", 10, 600.0)
+    assert sorted(c.delivery_id for c in taken) == sorted(c.delivery_id for c in held)
+    assert [w.worker_id for w in store.list_workers(30.0)] == ["new"]
+    late = [Completion(c.delivery_id, c.claim_id, "succeeded", attempt()) for c in held]
+    assert store.finish_many(late) == [False, False, False]
+    done = [Completion(c.delivery_id, c.claim_id, "succeeded", attempt()) for c in taken]
+    assert store.finish_many(done) == [True, True, True]
+    detail = store.get_event("evt_1")
+    assert detail is not None
+    for delivery in detail.deliveries:
+        assert delivery.status == "succeeded"
+        refused, applied = delivery.attempts
+        assert "refused" in (refused.error or "")
+        assert applied.error is None
+
+
+def test_a_retired_worker_frees_its_claims_and_leaves_the_list(store: Store) -> None:
+    """A worker stopping cleanly frees what it still holds (due at once) and its row goes."""
+    store.ingest(event(1), actions(2))
+    store.beat(WorkerInfo("w", "host", 7, "1"), 2, 30.0)
+    (worker,) = store.list_workers(30.0)
+    assert (worker.pid, worker.in_flight, worker.version) == (7, 2, "1")
+    assert worker.silent_for < 5.0
+    assert len(store.claim_due("w", 10, 600.0)) == 2
+    assert store.retire_worker("w") == 2
+    assert store.list_workers(30.0) == []
+    assert len(store.claim_due("other", 10, 600.0)) == 2
 
 
 def test_extend_lease_keeps_the_delivery_owned(store: Store) -> None:

@@ -3,6 +3,11 @@
     worker = Worker(store, executor, concurrency=512, lease_seconds=60)
     await worker.run(stop_event)      # returns after stop_event is set and work drained
 
+While it runs it heartbeats into the database every `beat_interval` seconds (with its
+deliveries in flight); each beat also frees at once the claims of any worker silent for
+`silent_after` seconds, so a killed process's deliveries are taken over within
+`silent_after + beat_interval` seconds, not at the end of their lease.
+
 It sleeps on the store's wake-up (`wait_for_work`: an in-process signal on SQLite,
 LISTEN/NOTIFY on PostgreSQL) and polls every `poll_interval` seconds as a fallback, so
 retries that become due and work written by other processes are picked up too.
@@ -19,14 +24,18 @@ import uuid
 import anyio
 import structlog
 
+from billbridge import __version__
 from billbridge.alerts.monitor import start_alert_monitor
 from billbridge.config import Settings
 from billbridge.delivery.executor import DeliveryExecutor
 from billbridge.services import Services, build_services, freeze_startup_heap
 from billbridge.store.base import Store
-from billbridge.store.records import ClaimedDelivery
+from billbridge.store.records import ClaimedDelivery, WorkerInfo
 
 log = structlog.get_logger("billbridge.worker")
+
+BEAT_INTERVAL = 3.0  # seconds between heartbeats
+SILENT_AFTER = 9.0  # seconds without a heartbeat after which a worker's claims are freed
 
 
 class Worker:
@@ -46,6 +55,8 @@ class Worker:
         lease_seconds: float = 60.0,
         poll_interval: float = 0.5,  # seconds between polls when nothing wakes us
         drain_timeout: float = 10.0,  # seconds to let running deliveries finish on stop
+        beat_interval: float = BEAT_INTERVAL,
+        silent_after: float = SILENT_AFTER,
     ) -> None:
         self._store = store
         self._executor = executor
@@ -54,13 +65,19 @@ class Worker:
         self._lease_seconds = lease_seconds
         self._poll_interval = poll_interval
         self._drain_timeout = drain_timeout
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        host, pid = socket.gethostname(), os.getpid()
+        self.worker_id = f"{host}:{pid}:{uuid.uuid4().hex[:8]}"
+        self._info = WorkerInfo(self.worker_id, host[:255], pid, __version__)
+        self._beat_interval = beat_interval
+        self._silent_after = silent_after
         self._running: set[asyncio.Task[object]] = set()
         self._in_flight = 0  # deliveries claimed and not yet recorded
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run deliveries until `stop` is set; then let running ones finish."""
         log.info("worker started", worker_id=self.worker_id, concurrency=self._concurrency)
+        await self._beat()  # registered before its first claim
+        heartbeat = asyncio.create_task(self._heartbeat(stop))
         try:
             while not stop.is_set():
                 free = self._concurrency - self._in_flight
@@ -81,7 +98,34 @@ class Worker:
                 await self._wait_for_work(stop)
         finally:
             await self._drain()
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            await self._retire()
             log.info("worker stopped", worker_id=self.worker_id)
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._pause(stop, self._beat_interval)
+            await self._beat()
+
+    async def _beat(self) -> None:
+        """Beat once; free the claims of silent workers (logged when there were some)."""
+        try:
+            freed = await anyio.to_thread.run_sync(
+                self._store.beat, self._info, self._in_flight, self._silent_after
+            )
+        except Exception as exc:  # the database may be down for a while: beat again later
+            log.warning("could not record a heartbeat", error_type=type(exc).__name__)
+            return
+        if freed:
+            log.warning("took over the claims of a silent worker", deliveries=freed)
+
+    async def _retire(self) -> None:
+        """Stopping cleanly: free what this worker still holds and drop its row."""
+        try:
+            await anyio.to_thread.run_sync(self._store.retire_worker, self.worker_id)
+        except Exception as exc:
+            log.warning("could not retire the worker", error_type=type(exc).__name__)
 
     def _start(self, claims: list[ClaimedDelivery]) -> None:
         count = len(claims)

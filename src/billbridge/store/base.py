@@ -27,6 +27,8 @@ from billbridge.store.records import (
     NewDelivery,
     NewEvent,
     StoreStats,
+    WorkerInfo,
+    WorkerRecord,
     WorkflowRecord,
 )
 from billbridge.store.records_access import (
@@ -153,6 +155,25 @@ class Store(ABC):
     @abstractmethod
     def notify_work(self) -> None:
         """Wake workers waiting in `wait_for_work`."""
+
+    # Heartbeats ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def beat(self, worker: WorkerInfo, in_flight: int, silent_after: float) -> int:
+        """Record that `worker` is alive now (database clock) with `in_flight` deliveries,
+        registering it on first use. Then free the claims of every other worker silent for
+        more than `silent_after` seconds: due at once, their claim ids kept so that a late
+        finish of the old owner is refused once another worker claims; those workers are
+        forgotten. Returns how many deliveries were freed."""
+
+    @abstractmethod
+    def retire_worker(self, worker_id: str) -> int:
+        """A worker stopping cleanly: free the claims it still holds and drop its row.
+        Returns how many deliveries were freed."""
+
+    @abstractmethod
+    def list_workers(self, alive_within: float) -> list[WorkerRecord]:
+        """Workers that beat within the last `alive_within` seconds, by host and pid."""
 
     # Replay -------------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
-"""PostgreSQL driver: pooled psycopg 3, claims with SKIP LOCKED, wake-ups with LISTEN/NOTIFY.
+"""PostgreSQL driver: psycopg 3, group commit, claims with SKIP LOCKED, LISTEN/NOTIFY.
 
-Several processes (web, workers) can share one database: claims lock the rows they take
-(`FOR UPDATE SKIP LOCKED`) so two claimers never get the same delivery, and every
-transaction that makes work due sends `NOTIFY billbridge_work`, which a listener thread
-in each process turns into an in-process wake-up.
+Several processes (web, workers) can share one database. Each process writes through one
+group-committing `Writer` (`store/writer.py`): concurrent webhooks share a transaction,
+each answered after its commit. Claims lock the rows they take (`FOR UPDATE SKIP LOCKED`)
+so two claimers never get the same delivery, and every transaction that makes work due
+sends `NOTIFY billbridge_work`, which a listener thread in each process turns into an
+in-process wake-up.
 
     store = PostgresStore("postgresql+psycopg://billbridge@db/billbridge")
     store.migrate()
@@ -13,8 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
@@ -23,11 +24,11 @@ from sqlalchemy.engine import Connection, make_url
 
 from billbridge.errors import ConfigurationError, StoreUnavailableError
 from billbridge.store.sql import Insert, SqlStore, run_migrations, unavailable_on_errors
-
-T = TypeVar("T")
+from billbridge.store.statements import load
+from billbridge.store.statements.postgres import NOW
+from billbridge.store.writer import Writer
 
 CHANNEL = "billbridge_work"
-NOW_SQL = "CAST(extract(epoch from clock_timestamp()) AS double precision)"
 # Serialises concurrent `migrate` calls from several processes (an arbitrary constant).
 MIGRATION_LOCK_KEY = 0x62696C6C62726467
 CONNECT_TIMEOUT = 5  # seconds: an unreachable database must fail fast (ingest answers 503)
@@ -63,16 +64,19 @@ class PostgresStore(SqlStore):
         connect_args: dict[str, Any] = {}
         if "connect_timeout" not in url.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT
-        super().__init__(
-            sa.create_engine(
-                url,
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                pool_timeout=10,
-                pool_pre_ping=True,  # a restarted server must not cost a failed ingest
-                connect_args=connect_args,
-            )
+        engine = sa.create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=10,
+            pool_pre_ping=True,  # a restarted server must not cost a failed ingest
+            connect_args=connect_args,
         )
+        # A savepoint would give the rows a job writes a subtransaction's xmin, which the
+        # ingest statements read to tell new events from stored ones: a failed batch is
+        # re-run with a transaction per job instead.
+        writer = Writer(engine, name="billbridge-pg-writer", isolate="transaction")
+        super().__init__(engine, writer, load("postgres"), psycopg.Error)
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._connect_timeout = int(url.query.get("connect_timeout", CONNECT_TIMEOUT))  # type: ignore[arg-type]
         self._listener: threading.Thread | None = None
@@ -86,18 +90,11 @@ class PostgresStore(SqlStore):
 
     @property
     def _now_expr(self) -> sa.ColumnElement[float]:
-        return sa.literal_column(NOW_SQL, type_=sa.Double())
-
-    def _lock_due(self, stmt: sa.Select[tuple[int]]) -> sa.Select[tuple[int]]:
-        return stmt.with_for_update(skip_locked=True)
+        return sa.literal_column(NOW, type_=sa.Double())
 
     def _on_work_created(self, conn: Connection) -> None:
         # Delivered at commit, and only then: a listener never wakes for a rolled-back write.
         conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
-
-    def _write(self, fn: Callable[[Connection], T]) -> T:
-        with unavailable_on_errors(), self._engine.begin() as conn:
-            return fn(conn)
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -108,6 +105,7 @@ class PostgresStore(SqlStore):
 
     def close(self) -> None:
         self._stopping.set()
+        self._writer.close()
         with self._listener_lock:
             listener, self._listener = self._listener, None
         if listener is not None:
@@ -124,8 +122,8 @@ class PostgresStore(SqlStore):
         """Wake local waiters now and other processes through NOTIFY (best effort: a
         worker that misses it still polls)."""
         self._wake.notify()
-        with contextlib.suppress(StoreUnavailableError):
-            self._write(self._on_work_created)
+        with contextlib.suppress(StoreUnavailableError), self._engine.begin() as conn:
+            self._on_work_created(conn)
 
     def _ensure_listener(self) -> None:
         with self._listener_lock:

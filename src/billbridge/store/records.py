@@ -223,3 +223,27 @@ class StoreStats:
     attempts_by_outcome: dict[str, int]
     events_total: int
     last_event_received_at: float | None
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A process that claims deliveries, as its last heartbeat left it (database clock)."""
+
+    worker_id: str
+    host: str
+    pid: int
+    version: str
+    started_at: float
+    beat_at: float  # the last heartbeat
+    in_flight: int  # deliveries claimed and not yet recorded at that beat
+    silent_for: float  # seconds since the last heartbeat, by the database clock
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Who heartbeats: the worker id its claims carry, and where it runs."""
+
+    worker_id: str
+    host: str
+    pid: int
+    version: str

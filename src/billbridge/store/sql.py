@@ -1,22 +1,21 @@
-"""The SQLAlchemy Core implementation of Store shared by the SQLite and PostgreSQL drivers.
+"""The implementation of Store shared by the SQLite and PostgreSQL drivers.
 
-A driver supplies how a write transaction runs (`_write`), the database clock
-(`_now_expr`), the dialect's INSERT with ON CONFLICT (`_insert`), row locking for claims
-(`_lock_due`) and how workers are woken. Every operation here is a function of one
-connection inside one transaction, so each driver decides where and how it commits.
+Every write goes through the store's group-commit `Writer` (`store/writer.py`). The hot
+paths (ingest, claims, finishes, customer and billing upserts, heartbeats) are the batched
+algorithms of `store/outbox.py` over the dialect's named statements; the rest (replay,
+reads, workflows, meta, access) is SQLAlchemy Core. A driver supplies its engines, its
+statements, the DB-API error class, the database clock (`_now_expr`), the dialect's
+INSERT with ON CONFLICT (`_insert`) and how workers are woken.
 """
 
 from __future__ import annotations
 
 import threading
-import uuid
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -26,10 +25,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from billbridge.compact_json import compact_json_text
-from billbridge.errors import StoreUnavailableError
-from billbridge.store import queries
+from billbridge.store import outbox, queries
+from billbridge.store.outbox import (
+    UNAVAILABLE_ERRORS,
+    Db,
+    Finish,
+    Ingest,
+    unavailable_error,
+    unavailable_on_errors,
+)
 from billbridge.store.records import (
-    DUE_STATUSES,
     FINAL_STATUSES,
     AttemptRecord,
     ClaimedDelivery,
@@ -44,36 +49,31 @@ from billbridge.store.records import (
     NewDelivery,
     NewEvent,
     StoreStats,
+    WorkerInfo,
+    WorkerRecord,
     WorkflowRecord,
 )
 from billbridge.store.records_billing import BillingRow
 from billbridge.store.sql_access import SqlAccessMixin
 from billbridge.store.sql_billing import SqlBillingMixin
-from billbridge.store.tables import attempts, customers, deliveries, events, meta, workflows
+from billbridge.store.statements import Statements
+from billbridge.store.tables import customers, deliveries, events, meta, workflows
+from billbridge.store.writer import Gathered, Writer
 
 T = TypeVar("T")
 Insert = sqlite.Insert | postgresql.Insert
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-# Errors that mean "the database cannot take this right now", as opposed to a bug.
-UNAVAILABLE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
-
-def unavailable_error(exc: BaseException) -> StoreUnavailableError:
-    """The StoreUnavailableError for a driver error: names the error class, never the URL."""
-    original = getattr(exc, "orig", None) or exc
-    return StoreUnavailableError(f"the database is unavailable: {type(original).__name__}")
-
-
-@contextmanager
-def unavailable_on_errors() -> Iterator[None]:
-    """Turn connection and operational failures into StoreUnavailableError."""
-    try:
-        yield
-    except UNAVAILABLE_ERRORS as exc:
-        # Chain the DBAPI error only: SQLAlchemy's wrapper would carry statement parameters
-        # (payloads, personal data) into tracebacks.
-        raise unavailable_error(exc) from getattr(exc, "orig", None)
+__all__ = [
+    "UNAVAILABLE_ERRORS",
+    "Insert",
+    "SqlStore",
+    "read_schema_revisions",
+    "run_migrations",
+    "unavailable_error",
+    "unavailable_on_errors",
+]
 
 
 def _alembic_config() -> Config:
@@ -131,82 +131,52 @@ def _json(value: Any) -> str:
     return compact_json_text(value)
 
 
-def customer_values(customer: CustomerRecord) -> dict[str, Any]:
-    """The bound values of the customers upsert."""
-    return {
-        "stripe_customer_id": customer.stripe_customer_id,
-        "email": customer.email,
-        "name": customer.name,
-        "created": customer.created,
-        "metadata": _json(customer.metadata),
-        "deleted": customer.deleted,
-        "livemode": customer.livemode,
-        "watermark": customer.watermark,
-    }
+class _IngestJob(Gathered):
+    """An ingest for the writer: consecutive ones of a batch are stored together."""
 
+    def __init__(self, store: SqlStore, ingest: Ingest) -> None:
+        self.store = store
+        self.ingest = ingest
 
-def customer_parameter(name: str, n: int, rows: int) -> str:
-    """The bound parameter of column `name` of the `n`th record in a customers upsert of
-    `rows` records: the bare name for one record (`customer_values` as it is)."""
-    return name if rows == 1 else f"{name}_{n}"
+    @classmethod
+    def run_together(cls, conn: Connection, jobs: Sequence[_IngestJob]) -> list[IngestResult]:
+        store = jobs[0].store
+        ingests = [job.ingest for job in jobs]
+        results = outbox.ingest_many(store._db(conn), ingests)
+        if outbox.makes_work(ingests, results):
+            store._on_work_created(conn)
+        return results
 
 
 class SqlStore(SqlAccessMixin, SqlBillingMixin):
     """Store over SQLAlchemy Core; subclasses provide transactions and dialect details."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine  # the engine reads (and, on PostgreSQL, writes) go through
+    def __init__(
+        self,
+        engine: Engine,
+        writer: Writer,
+        statements: Statements,
+        driver_errors: type[Exception],
+    ) -> None:
+        self._engine = engine  # the engine reads go through
+        self._writer = writer
+        self._statements = statements
+        self._driver_errors = driver_errors
         self._wake = WakeUp()
-        # The ingest path runs prebuilt statements: building and cache-keying a statement
-        # per call costs more than executing it.
-        event_columns = [c.name for c in events.c if c.name not in ("id", "received_at")]
-        self._insert_event_stmt = (
-            self._insert(events)
-            .values({name: sa.bindparam(name) for name in event_columns})
-            .values(received_at=self._now_expr)
-            .on_conflict_do_nothing(index_elements=[events.c.stripe_event_id])
-            .returning(events.c.id, events.c.received_at)
-        )
-        self._event_id_stmt = sa.select(events.c.id).where(
-            events.c.stripe_event_id == sa.bindparam("stripe_event_id")
-        )
-        self._insert_deliveries_stmt = sa.insert(deliveries)
-        self._upsert_customer_stmt = self._customers_upsert(1).returning(
-            customers.c.stripe_customer_id
-        )
-
-    def _customers_upsert(self, rows: int) -> Insert:
-        """The customers upsert for `rows` records: parameters named after `customer_values`'
-        keys (one record), or with a `_<n>` suffix per record (several)."""
-        columns = [c.name for c in customers.c if c.name != "updated_at"]
-        records: list[dict[str, Any]] = [
-            {name: sa.bindparam(customer_parameter(name, n, rows)) for name in columns}
-            | {"updated_at": self._now_expr}
-            for n in range(rows)
-        ]
-        # One record as a plain VALUES: SQLAlchemy caches its compiled form (a multi-row
-        # VALUES list it compiles again on every execute; SQLite keeps that SQL text itself).
-        insert_customer = self._insert(customers).values(records[0] if rows == 1 else records)
-        return insert_customer.on_conflict_do_update(
-            index_elements=[customers.c.stripe_customer_id],
-            set_={
-                name: insert_customer.excluded[name]
-                for name in [*columns, "updated_at"]
-                if name != "stripe_customer_id"
-            },
-            # Equal watermarks write: the later fetch of the same moment wins.
-            where=customers.c.watermark <= insert_customer.excluded.watermark,
-        )
 
     # Driver hooks -------------------------------------------------------------------------
 
-    @abstractmethod
     def _write(self, fn: Callable[[Connection], T]) -> T:
-        """Run `fn` in a write transaction, durable when this returns."""
+        """Run `fn` in a write transaction (the writer's), durable when this returns."""
+        return self._writer.write(fn)
 
     async def _write_async(self, fn: Callable[[Connection], T]) -> T:
-        """`_write` for async callers (a worker thread here; SQLite waits on its writer)."""
-        return await anyio.to_thread.run_sync(self._write, fn)
+        """`_write` awaited on the event loop (no worker thread per call)."""
+        return await self._writer.write_async(fn)
+
+    def _db(self, conn: Connection) -> Db:
+        """The named statements on `conn`'s DB-API connection (same transaction)."""
+        return Db(self._statements, conn.connection.driver_connection, self._driver_errors)
 
     @abstractmethod
     def _insert(self, table: sa.Table) -> Insert:
@@ -216,10 +186,6 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
     @abstractmethod
     def _now_expr(self) -> sa.ColumnElement[float]:
         """SQL for the database clock in Unix seconds."""
-
-    def _lock_due(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
-        """Lock the selected due rows for the claim (PostgreSQL: SKIP LOCKED)."""
-        return stmt
 
     def _on_work_created(self, conn: Connection) -> None:
         """Called inside a transaction that made deliveries due (PostgreSQL: NOTIFY)."""
@@ -262,8 +228,8 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
         retry_window: float = 259_200.0,
         billing: Sequence[BillingRow] = (),
     ) -> IngestResult:
-        job = self._ingest_job(event, deliveries, customer, retry_window, billing)
-        return self._ingested(self._write(job), deliveries)
+        ingest = Ingest(event, deliveries, customer, retry_window, billing)
+        return self._ingested(self._write(_IngestJob(self, ingest)), ingest)
 
     async def ingest_async(
         self,
@@ -273,139 +239,22 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
         retry_window: float = 259_200.0,
         billing: Sequence[BillingRow] = (),
     ) -> IngestResult:
-        job = self._ingest_job(event, deliveries, customer, retry_window, billing)
-        return self._ingested(await self._write_async(job), deliveries)
+        ingest = Ingest(event, deliveries, customer, retry_window, billing)
+        return self._ingested(await self._write_async(_IngestJob(self, ingest)), ingest)
 
-    def _ingest_job(
-        self,
-        event: NewEvent,
-        deliveries: Sequence[NewDelivery],
-        customer: CustomerRecord | None,
-        retry_window: float,
-        billing: Sequence[BillingRow],
-    ) -> Callable[[Connection], IngestResult]:
-        def ingest(conn: Connection) -> IngestResult:
-            result = self._ingest_tx(conn, event, deliveries, customer, retry_window)
-            if result.inserted and billing:
-                self._apply_billing_tx(conn, billing)
-            return result
-
-        return ingest
-
-    def _ingested(self, result: IngestResult, deliveries: Sequence[NewDelivery]) -> IngestResult:
-        if result.inserted and any(d.status in DUE_STATUSES for d in deliveries):
+    def _ingested(self, result: IngestResult, ingest: Ingest) -> IngestResult:
+        if outbox.makes_work([ingest], [result]):
             self._wake.notify()
         return result
-
-    def _ingest_tx(
-        self,
-        conn: Connection,
-        event: NewEvent,
-        new_deliveries: Sequence[NewDelivery],
-        customer: CustomerRecord | None,
-        retry_window: float,
-    ) -> IngestResult:
-        row = conn.execute(
-            self._insert_event_stmt,
-            {
-                "stripe_event_id": event.stripe_event_id,
-                "type": event.type,
-                "livemode": event.livemode,
-                "created": event.created,
-                "api_version": event.api_version,
-                "account": event.account,
-                "object_id": event.object_id,
-                "customer_id": event.customer_id,
-                "email": event.email,
-                "payload": event.payload,
-                "source": event.source,
-            },
-        ).first()
-        if row is None:
-            existing = conn.execute(
-                self._event_id_stmt, {"stripe_event_id": event.stripe_event_id}
-            ).scalar_one()
-            return IngestResult(inserted=False, event_id=int(existing), deliveries=0)
-        event_id, now = int(row[0]), float(row[1])
-        if new_deliveries:
-            conn.execute(
-                self._insert_deliveries_stmt,
-                [
-                    {
-                        "event_id": event_id,
-                        "stripe_event_id": event.stripe_event_id,
-                        "workflow_id": nd.workflow_id,
-                        "action_index": nd.action_index,
-                        "action_type": nd.action_type,
-                        "status": nd.status,
-                        "attempt_count": 0,
-                        "next_attempt_at": now if nd.status in DUE_STATUSES else None,
-                        "lease_until": None,
-                        "claim_id": None,
-                        "deadline_at": now + retry_window,
-                        "last_error": nd.reason,
-                        "force": False,
-                        "sent_ok": False,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for nd in new_deliveries
-                ],
-            )
-            if any(nd.status in DUE_STATUSES for nd in new_deliveries):
-                self._on_work_created(conn)
-        if customer is not None:
-            self._upsert_customer_tx(conn, customer)
-        return IngestResult(inserted=True, event_id=event_id, deliveries=len(new_deliveries))
 
     # The queue ----------------------------------------------------------------------------
 
     def claim_due(self, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedDelivery]:
         if limit <= 0:
             return []
-        return self._write(lambda conn: self._claim_tx(conn, limit, lease_seconds))
-
-    def _claim_tx(
-        self, conn: Connection, limit: int, lease_seconds: float
-    ) -> list[ClaimedDelivery]:
-        now = self._db_now(conn)
-        # A claimed delivery's next_attempt_at is its lease end, so "due" covers both
-        # never-claimed rows and expired leases, and the (status, next_attempt_at) index
-        # serves the whole query.
-        due = (
-            sa.select(deliveries.c.id)
-            .where(deliveries.c.status.in_(DUE_STATUSES), deliveries.c.next_attempt_at <= now)
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-            .limit(limit)
+        return self._write(
+            lambda conn: outbox.claim(self._db(conn), worker_id, limit, lease_seconds)
         )
-        ids = [int(i) for i in conn.execute(self._lock_due(due)).scalars().all()]
-        if not ids:
-            return []
-        token = uuid.uuid4().hex  # fresh per claim; the row id makes each claim_id unique
-        lease_until = now + lease_seconds
-        claimed = list(
-            conn.execute(
-                sa.update(deliveries)
-                .where(deliveries.c.id.in_(ids))
-                .values(
-                    claim_id=sa.literal(token + "-") + sa.cast(deliveries.c.id, sa.String),
-                    lease_until=lease_until,
-                    next_attempt_at=lease_until,
-                    updated_at=now,
-                )
-                .returning(*queries.CLAIM_COLUMNS)
-            ).all()
-        )
-        event_ids = {row.event_id for row in claimed}
-        event_rows = {
-            row.id: row
-            for row in conn.execute(
-                sa.select(*queries.CLAIM_EVENT_COLUMNS).where(events.c.id.in_(event_ids))
-            )
-        }
-        order = {delivery_id: position for position, delivery_id in enumerate(ids)}
-        claimed.sort(key=lambda row: order[row.id])
-        return [queries.claimed_delivery(row, event_rows[row.event_id]) for row in claimed]
 
     def complete(
         self,
@@ -417,10 +266,12 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
         error: str | None = None,
         sent_ok: bool | None = None,
     ) -> bool:
-        values = self._completed_values(status, error, counted=attempt is not None, sent_ok=sent_ok)
-        return self._write(
-            lambda conn: self._finish_tx(conn, delivery_id, claim_id, values, attempt)
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"complete() takes a final status, not {status!r}")
+        done = Finish(
+            delivery_id, claim_id, status, attempt, error, sent_ok, counted=attempt is not None
         )
+        return self._finish([done])[0]
 
     def reschedule(
         self,
@@ -431,99 +282,57 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
         *,
         error: str | None = None,
     ) -> bool:
-        values = self._rescheduled_values(delay_seconds, error)
-        return self._write(
-            lambda conn: self._finish_tx(conn, delivery_id, claim_id, values, attempt)
-        )
+        return self._finish(
+            [Finish(delivery_id, claim_id, None, attempt, error, None, delay_seconds)]
+        )[0]
 
     def finish_many(self, completions: Sequence[Completion]) -> list[bool]:
-        plans = [
-            (
-                completion,
-                self._rescheduled_values(completion.retry_in or 0.0, completion.error)
-                if completion.status is None
-                else self._completed_values(
-                    completion.status, completion.error, counted=True, sent_ok=completion.sent_ok
-                ),
-            )
-            for completion in completions
-        ]
+        for c in completions:
+            if c.status is not None and c.status not in FINAL_STATUSES:
+                raise ValueError(f"a completion takes a final status, not {c.status!r}")
+        return self._finish(
+            [
+                Finish(
+                    c.delivery_id, c.claim_id, c.status, c.attempt, c.error, c.sent_ok, c.retry_in
+                )
+                for c in completions
+            ]
+        )
 
-        def finish(conn: Connection) -> list[bool]:
-            # Every attempt happened, whoever owns the delivery now: one multi-row insert.
-            conn.execute(
-                sa.insert(attempts),
-                [queries.attempt_values(c.delivery_id, c.attempt) for c, _ in plans],
-            )
-            return [self._fenced_update(conn, c.delivery_id, c.claim_id, v) for c, v in plans]
-
-        if not plans:
+    def _finish(self, finishes: list[Finish]) -> list[bool]:
+        if not finishes:
             return []
-        return self._write(finish)
-
-    def _completed_values(
-        self, status: DeliveryStatus, error: str | None, *, counted: bool, sent_ok: bool | None
-    ) -> dict[str, Any]:
-        if status not in FINAL_STATUSES:
-            raise ValueError(f"complete() takes a final status, not {status!r}")
-        values: dict[str, Any] = {
-            "status": status,
-            "next_attempt_at": None,
-            "lease_until": None,
-            "claim_id": None,
-            "last_error": error,
-            "force": False,
-            "updated_at": self._now_expr,
-        }
-        if counted:
-            values["attempt_count"] = deliveries.c.attempt_count + 1
-        if sent_ok:  # a 2xx once seen stays seen
-            values["sent_ok"] = True
-        return values
-
-    def _rescheduled_values(self, delay_seconds: float, error: str | None) -> dict[str, Any]:
-        return {
-            "status": "retrying",
-            "next_attempt_at": self._now_expr + max(delay_seconds, 0.0),
-            "lease_until": None,
-            "claim_id": None,
-            "last_error": error,
-            "attempt_count": deliveries.c.attempt_count + 1,
-            "updated_at": self._now_expr,
-        }
+        return self._write(lambda conn: outbox.finish(self._db(conn), finishes))
 
     def extend_lease(self, delivery_id: int, claim_id: str, lease_seconds: float) -> bool:
-        until = self._now_expr + lease_seconds
-        values: dict[str, Any] = {"lease_until": until, "next_attempt_at": until}
-        return self._write(lambda conn: self._finish_tx(conn, delivery_id, claim_id, values, None))
-
-    def _finish_tx(
-        self,
-        conn: Connection,
-        delivery_id: int,
-        claim_id: str,
-        values: dict[str, Any],
-        attempt: AttemptRecord | None,
-    ) -> bool:
-        if attempt is not None:  # it happened, whoever owns the delivery now
-            conn.execute(sa.insert(attempts).values(queries.attempt_values(delivery_id, attempt)))
-        return self._fenced_update(conn, delivery_id, claim_id, values)
-
-    @staticmethod
-    def _fenced_update(
-        conn: Connection, delivery_id: int, claim_id: str, values: dict[str, Any]
-    ) -> bool:
-        """Change the delivery only while `claim_id` still owns it (the fencing token)."""
-        fenced = (
-            sa.update(deliveries)
-            .where(
-                deliveries.c.id == delivery_id,
-                deliveries.c.claim_id == claim_id,
-                deliveries.c.status.in_(DUE_STATUSES),
-            )
-            .values(values)
+        return self._write(
+            lambda conn: outbox.extend_lease(self._db(conn), delivery_id, claim_id, lease_seconds)
         )
-        return conn.execute(fenced).rowcount == 1
+
+    # Heartbeats ---------------------------------------------------------------------------
+
+    def beat(self, worker: WorkerInfo, in_flight: int, silent_after: float) -> int:
+        freed = self._write(lambda conn: self._beat_tx(conn, worker, in_flight, silent_after))
+        if freed:
+            self._wake.notify()
+        return freed
+
+    def _beat_tx(
+        self, conn: Connection, worker: WorkerInfo, in_flight: int, silent_after: float
+    ) -> int:
+        freed = outbox.beat(self._db(conn), worker, in_flight, silent_after)
+        if freed:
+            self._on_work_created(conn)
+        return freed
+
+    def retire_worker(self, worker_id: str) -> int:
+        freed = self._write(lambda conn: outbox.retire(self._db(conn), worker_id))
+        if freed:
+            self._wake.notify()
+        return freed
+
+    def list_workers(self, alive_within: float) -> list[WorkerRecord]:
+        return self._read(lambda conn: outbox.live_workers(self._db(conn), alive_within))
 
     # Replay -------------------------------------------------------------------------------
 
@@ -628,11 +437,7 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
     # Customers ----------------------------------------------------------------------------
 
     def upsert_customer(self, customer: CustomerRecord) -> bool:
-        return self._write(lambda conn: self._upsert_customer_tx(conn, customer))
-
-    def _upsert_customer_tx(self, conn: Connection, customer: CustomerRecord) -> bool:
-        values = customer_values(customer)
-        return conn.execute(self._upsert_customer_stmt, values).first() is not None
+        return self._write(lambda conn: outbox.upsert_customers(self._db(conn), [customer]) > 0)
 
     def get_customer(self, stripe_customer_id: str) -> CustomerRecord | None:
         # Read for most deliveries (identity resolution): the statement is built once.

@@ -1,8 +1,8 @@
 """SQL for the billing projection: guarded upserts of object snapshots, per-customer reads.
 
-A mixin of `SqlStore` (both drivers) over the same hooks (`_read`, `_write`, `_insert`,
-`_now_expr`), so SQLite writes go through the writer thread like any other, and ingest
-can apply the rows of an event inside its own transaction (`_apply_billing_tx`).
+A mixin of `SqlStore` (both drivers): writes are `outbox.apply_billing` through the
+writer (ingest applies an event's rows inside its own transaction, `outbox.ingest_many`);
+reads are SQLAlchemy Core built once.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from billbridge.store.base import Store
+from billbridge.store.outbox import Db, apply_billing
 from billbridge.store.queries import customer_record
 from billbridge.store.records import CustomerRecord
 from billbridge.store.records_billing import BillingRow, BillingState, CustomerSnapshot
@@ -33,12 +33,6 @@ from billbridge.store.tables_billing import (
 )
 
 T = TypeVar("T")
-Insert = sqlite.Insert | postgresql.Insert
-
-# Flags that only ever rise (a customer deleted, an invoice that once failed): set by any
-# snapshot that has them, whatever its order, and never cleared by the guarded update.
-STICKY_COLUMNS = frozenset({"deleted", "payment_failed"})
-
 
 # The reads of customers' billing state, for one (`billing_state`) or many at once
 # (`customer_snapshots`), built once: constructing them on every call cost more than
@@ -92,134 +86,14 @@ class SqlBillingMixin(Store):
     def _read(self, fn: Callable[[Connection], T]) -> T: ...
 
     @abstractmethod
-    def _insert(self, table: sa.Table) -> Insert: ...
-
-    @property
-    @abstractmethod
-    def _now_expr(self) -> sa.ColumnElement[float]: ...
+    def _db(self, conn: Connection) -> Db: ...
 
     # Writes -------------------------------------------------------------------------------
 
     def apply_billing(self, rows: Sequence[BillingRow]) -> bool:
         if not rows:
             return False
-        return self._write(lambda conn: self._apply_billing_tx(conn, rows))
-
-    def _apply_billing_tx(self, conn: Connection, rows: Sequence[BillingRow]) -> bool:
-        changed = False
-        for row in rows:
-            changed = self._apply_row(conn, row) or changed
-        return changed
-
-    def _apply_row(self, conn: Connection, row: BillingRow) -> bool:
-        table = BILLING_TABLES[row.kind]
-        values = self._row_values(row, table)
-        upsert = self._billing_sql(("upsert", table.name, *values), table)
-        wrote = self._run_text(conn, upsert, values, returns_row=True)
-        return self._after_upsert(conn, row, table, wrote=wrote) or wrote
-
-    @staticmethod
-    def _row_values(row: BillingRow, table: sa.Table) -> dict[str, Any]:
-        """The columns the upsert of `row` writes, by name."""
-        values: dict[str, Any] = {
-            "id": row.stripe_id,
-            "customer_id": row.customer_id,
-            "account": row.account,
-            "livemode": row.livemode,
-            "created": row.created,
-            "watermark": row.watermark,
-            "order_key": row.order_key,
-            **{
-                key: json.dumps(value, separators=(",", ":")) if key == "items" else value
-                for key, value in row.values.items()
-            },
-        }
-        for flag in row.sticky:
-            values[flag] = True
-        for column in table.c:  # flags not named default to false on first insert
-            if column.name not in values and column.name != "updated_at" and not column.nullable:
-                values[column.name] = False
-        return values
-
-    def _after_upsert(
-        self, conn: Connection, row: BillingRow, table: sa.Table, *, wrote: bool
-    ) -> bool:
-        """What the guarded upsert of `row` cannot do: sticky flags (set whatever the order)
-        and a customer learnt late. True when either changed the row."""
-        changed = False
-        for flag in row.sticky:
-            statement = self._billing_sql(("sticky", table.name, flag), table)
-            changed = self._run_text(conn, statement, {"id": row.stripe_id}) or changed
-        # A row the upsert wrote already has this customer (COALESCE keeps a stored one).
-        if row.customer_id is not None and not wrote:
-            statement = self._billing_sql(("customer", table.name), table)
-            parameters = {"id": row.stripe_id, "customer_id": row.customer_id}
-            changed = self._run_text(conn, statement, parameters) or changed
-        return changed
-
-    def _run_text(
-        self,
-        conn: Connection,
-        statement: sa.TextClause,
-        parameters: dict[str, Any],
-        *,
-        returns_row: bool = False,
-    ) -> bool:
-        """Run one projection statement; True when it wrote (a row came back, or a row
-        changed). The SQLite driver runs it on the raw connection, without SQLAlchemy."""
-        result = conn.execute(statement, parameters)
-        return result.first() is not None if returns_row else result.rowcount > 0
-
-    def _billing_sql(self, key: tuple[str, ...], table: sa.Table) -> sa.TextClause:
-        """The projection's write statements as plain SQL, built once per shape: building
-        SQLAlchemy constructs per row cost more than the writes themselves on the ingest
-        path. Names come from our own tables, never from input."""
-        cache: dict[tuple[str, ...], sa.TextClause] = self.__dict__.setdefault(
-            "_billing_statements", {}
-        )
-        statement = cache.get(key)
-        if statement is not None:
-            return statement
-        name, now = table.name, str(self._now_expr)
-        if key[0] == "upsert":
-            columns = key[2:]
-            sql = self._upsert_sql(
-                table, columns, f"({', '.join(':' + c for c in columns)}, {now})"
-            )
-        elif key[0] == "sticky":
-            flag = key[2]
-            sql = (
-                f"UPDATE {name} SET {flag} = true, updated_at = {now}"  # noqa: S608
-                f" WHERE id = :id AND {flag} = false"
-            )
-        else:
-            sql = (
-                f"UPDATE {name} SET customer_id = :customer_id, updated_at = {now}"  # noqa: S608
-                " WHERE id = :id AND customer_id IS NULL"
-            )
-        statement = sa.text(sql)
-        cache[key] = statement
-        return statement
-
-    def _upsert_sql(
-        self, table: sa.Table, columns: Sequence[str], rows: str, *, returning: bool = True
-    ) -> str:
-        """The guarded upsert of `columns` (plus updated_at) for the VALUES `rows`: a row is
-        written only when its order_key sorts after the stored one; `returning` the ids
-        written."""
-        name = table.name
-        kept = ("customer_id", "account", "livemode", "created")
-        sets = [
-            f"{c} = COALESCE(excluded.{c}, {name}.{c})" if c in kept else f"{c} = excluded.{c}"
-            for c in columns
-            if c != "id" and c not in STICKY_COLUMNS
-        ]
-        return (
-            f"INSERT INTO {name} ({', '.join(columns)}, updated_at)"  # noqa: S608
-            f" VALUES {rows} ON CONFLICT (id) DO UPDATE SET {', '.join(sets)},"
-            " updated_at = excluded.updated_at"
-            f" WHERE {name}.order_key < excluded.order_key" + (" RETURNING id" if returning else "")
-        )
+        return self._write(lambda conn: apply_billing(self._db(conn), rows))
 
     # Reads --------------------------------------------------------------------------------
 

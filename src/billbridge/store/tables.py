@@ -67,6 +67,8 @@ deliveries = sa.Table(
     sa.Column("sent_ok", sa.Boolean(), nullable=False),
     sa.Column("created_at", Seconds(), nullable=False),
     sa.Column("updated_at", Seconds(), nullable=False),
+    # The worker (`workers.id`) holding the claim: its silence frees the claim early.
+    sa.Column("worker_id", sa.String(255), nullable=True),
     sa.UniqueConstraint("event_id", "workflow_id", "action_index"),
     sa.Index("ix_deliveries_claim", "status", "next_attempt_at"),
 )
@@ -126,4 +128,17 @@ meta = sa.Table(
     sa.Column("value", sa.Text(), nullable=False),
 )
 
-ALL_TABLES = (events, deliveries, attempts, workflows, customers, meta)
+# One row per process that claims deliveries, beaten every few seconds (database clock).
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("started_at", Seconds(), nullable=False),
+    sa.Column("beat_at", Seconds(), nullable=False),
+    sa.Column("in_flight", sa.Integer(), nullable=False),  # deliveries claimed, not recorded
+)
+
+ALL_TABLES = (events, deliveries, attempts, workflows, customers, meta, workers)

@@ -1,0 +1,210 @@
+"""The named statements for PostgreSQL (`%s` parameters; JSON rows read with
+`json_to_recordset`), the same names as `sqlite.py` (a test checks).
+
+Results of many rows come back as one JSON text row (`json_agg(...)::text`), as on SQLite.
+"""
+
+# ruff: noqa: S608 - static SQL over our own table and column names; values are parameters
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from billbridge.store.tables import attempts, customers, events
+from billbridge.store.tables_billing import BILLING_TABLES
+
+NOW = "CAST(extract(epoch from clock_timestamp()) AS double precision)"
+DUE = "('pending', 'retrying')"
+KEPT = ("customer_id", "account", "livemode", "created")
+STICKY = ("deleted", "payment_failed")
+COMMON = ("id", "customer_id", "account", "livemode", "created", "watermark", "order_key")
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _record(table: sa.Table, columns: tuple[str, ...]) -> str:
+    """The column definition list of `json_to_recordset` for `columns` of `table`."""
+    return ", ".join(f"{c} {table.c[c].type.compile(dialect=_DIALECT)}" for c in columns)
+
+
+def _agg(expression: str) -> str:
+    return f"COALESCE(json_agg({expression}), '[]')::text"
+
+
+def _ids(cast: str = "bigint") -> str:
+    return f"(SELECT value::{cast} FROM json_array_elements_text(%s::json) AS value)"
+
+
+def _billing_upsert(table: sa.Table, columns: tuple[str, ...]) -> str:
+    name = table.name
+    sets = [
+        f"{c} = COALESCE(excluded.{c}, {name}.{c})" if c in KEPT else f"{c} = excluded.{c}"
+        for c in columns
+        if c != "id" and c not in STICKY
+    ]
+    return (
+        f"INSERT INTO {name} ({', '.join(columns)}, updated_at)"
+        f" SELECT {', '.join('r.' + c for c in columns)}, {NOW}"
+        f" FROM json_to_recordset(%s::json) AS r({_record(table, columns)})"
+        f" ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}, updated_at = excluded.updated_at"
+        f" WHERE {name}.order_key < excluded.order_key"
+    )
+
+
+def _columns(table: sa.Table) -> tuple[str, ...]:
+    return tuple(c.name for c in table.c if c.name != "updated_at")
+
+
+def _billing() -> dict[str, str]:
+    statements: dict[str, str] = {}
+    for table in BILLING_TABLES.values():
+        name = table.name
+        statements[f"billing_upsert_{name}"] = _billing_upsert(table, _columns(table))
+        statements[f"billing_link_{name}"] = (
+            f"UPDATE {name} AS t SET customer_id = p.customer_id, updated_at = {NOW}"
+            " FROM json_to_recordset(%s::json) AS p(id text, customer_id text)"
+            " WHERE t.id = p.id AND t.customer_id IS NULL"
+        )
+        for flag in STICKY:
+            if flag in table.c:
+                statements[f"billing_sticky_{name}_{flag}"] = (
+                    f"UPDATE {name} SET {flag} = true, updated_at = {NOW}"
+                    f" WHERE id IN {_ids('text')} AND {flag} = false"
+                )
+    customers_table = BILLING_TABLES["customer"]
+    statements["billing_upsert_customer_stub"] = _billing_upsert(
+        customers_table, (*COMMON, "deleted")
+    )
+    return statements
+
+
+_EVENT_COLUMNS = (
+    "stripe_event_id",
+    "type",
+    "livemode",
+    "created",
+    "api_version",
+    "account",
+    "object_id",
+    "customer_id",
+    "email",
+    "payload",
+    "source",
+)
+_CUSTOMER_COLUMNS = tuple(c.name for c in customers.c if c.name != "updated_at")
+_ATTEMPT_COLUMNS = tuple(c.name for c in attempts.c if c.name != "id")
+_FINISH = (
+    "id bigint, claim_id text, status text, retry_in double precision, error text,"
+    " final boolean, sent_ok boolean, counted integer"
+)
+
+STATEMENTS: dict[str, str] = {
+    "now": f"SELECT {NOW}",
+    # Ingest ------------------------------------------------------------------------------
+    # This transaction's id: the rows it inserts carry it (xmin) and no others do.
+    "ingest_marker": "SELECT pg_current_xact_id()::text::bigint",
+    # Sorted by event id: concurrent batches of several processes lock keys in one order.
+    "insert_events": (
+        f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}, received_at)"
+        f" SELECT {', '.join('r.' + c for c in _EVENT_COLUMNS)}, {NOW}"
+        f" FROM json_to_recordset(%s::json) AS r({_record(events, _EVENT_COLUMNS)})"
+        " ORDER BY r.stripe_event_id ON CONFLICT (stripe_event_id) DO NOTHING"
+    ),
+    "event_ids": (
+        "SELECT "
+        + _agg(
+            "json_build_array(stripe_event_id, id, xmin::text::bigint = %s::bigint %% 4294967296)"
+        )
+        + f" FROM events WHERE stripe_event_id IN {_ids('text')}"
+    ),
+    "insert_deliveries": (
+        "INSERT INTO deliveries (event_id, stripe_event_id, workflow_id, action_index,"
+        " action_type, status, attempt_count, next_attempt_at, lease_until, claim_id,"
+        " deadline_at, last_error, force, sent_ok, created_at, updated_at)"
+        " SELECT e.id, e.stripe_event_id, d.workflow_id, d.action_index, d.action_type,"
+        f" d.status, 0, CASE WHEN d.status IN {DUE} THEN e.received_at END, NULL, NULL,"
+        " e.received_at + d.retry_window, d.reason, false, false, e.received_at, e.received_at"
+        " FROM ROWS FROM (json_to_recordset(%s::json) AS (stripe_event_id text,"
+        " workflow_id text, action_index integer, action_type text, status text, reason text,"
+        " retry_window double precision)) WITH ORDINALITY AS d(stripe_event_id, workflow_id,"
+        " action_index, action_type, status, reason, retry_window, n)"
+        " JOIN events AS e ON e.stripe_event_id = d.stripe_event_id ORDER BY d.n"
+    ),
+    "upsert_customers": (
+        f"INSERT INTO customers ({', '.join(_CUSTOMER_COLUMNS)}, updated_at)"
+        f" SELECT {', '.join('r.' + c for c in _CUSTOMER_COLUMNS)}, {NOW}"
+        f" FROM json_to_recordset(%s::json) AS r({_record(customers, _CUSTOMER_COLUMNS)})"
+        " ON CONFLICT (stripe_customer_id) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in (*_CUSTOMER_COLUMNS[1:], "updated_at"))
+        + " WHERE customers.watermark <= excluded.watermark"
+    ),
+    **_billing(),
+    # Claims ------------------------------------------------------------------------------
+    # SKIP LOCKED: concurrent claimers (other processes) never wait for nor share a row.
+    "claim_due_ids": (
+        "SELECT " + _agg("id ORDER BY next_attempt_at, id") + " FROM (SELECT id, next_attempt_at"
+        f" FROM deliveries WHERE status IN {DUE} AND next_attempt_at <= %s"
+        " ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED) AS due"
+    ),
+    "claim_mark": (
+        "UPDATE deliveries SET claim_id = %s || id::text, lease_until = %s,"
+        f" next_attempt_at = %s, updated_at = %s, worker_id = %s WHERE id IN {_ids()}"
+    ),
+    "claimed": (
+        "SELECT "
+        + _agg(
+            "json_build_array(d.id, d.claim_id, d.event_id, d.stripe_event_id, d.workflow_id,"
+            " d.action_index, d.action_type, d.status, d.attempt_count, d.deadline_at,"
+            " d.force, d.sent_ok, e.type, e.livemode, e.created, e.payload)"
+        )
+        + f" FROM deliveries AS d JOIN events AS e ON e.id = d.event_id WHERE d.id IN {_ids()}"
+    ),
+    # Finishes ----------------------------------------------------------------------------
+    "insert_attempts": (
+        f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)})"
+        f" SELECT {', '.join('r.' + c for c in _ATTEMPT_COLUMNS)}"
+        f" FROM json_to_recordset(%s::json) AS r({_record(attempts, _ATTEMPT_COLUMNS)})"
+    ),
+    # Locks the owned rows: nobody reclaims them before finish_owned, in this transaction.
+    "owned_claims": (
+        "SELECT " + _agg("id") + " FROM (SELECT d.id FROM deliveries AS d"
+        " JOIN json_to_recordset(%s::json) AS j(id bigint, claim_id text)"
+        f" ON d.id = j.id AND d.claim_id = j.claim_id WHERE d.status IN {DUE}"
+        " FOR UPDATE OF d) AS owned"
+    ),
+    "finish_owned": (
+        "UPDATE deliveries AS d SET status = v.status,"
+        f" next_attempt_at = CASE WHEN v.retry_in IS NULL THEN NULL ELSE {NOW} + v.retry_in END,"
+        " lease_until = NULL, claim_id = NULL, worker_id = NULL, last_error = v.error,"
+        " force = CASE WHEN v.final THEN false ELSE d.force END,"
+        " sent_ok = d.sent_ok OR v.sent_ok, attempt_count = d.attempt_count + v.counted,"
+        f" updated_at = {NOW} FROM json_to_recordset(%s::json) AS v({_FINISH})"
+        f" WHERE d.id = v.id AND d.claim_id = v.claim_id AND d.status IN {DUE}"
+    ),
+    "extend_lease": (
+        "UPDATE deliveries SET lease_until = v.until, next_attempt_at = v.until"
+        f" FROM (SELECT {NOW} + %s AS until) AS v"
+        f" WHERE id = %s AND claim_id = %s AND status IN {DUE}"
+    ),
+    # Heartbeats --------------------------------------------------------------------------
+    "worker_beat": (
+        "INSERT INTO workers (id, host, pid, version, started_at, beat_at, in_flight)"
+        f" VALUES (%s, %s, %s, %s, {NOW}, {NOW}, %s) ON CONFLICT (id) DO UPDATE"
+        " SET beat_at = excluded.beat_at, in_flight = excluded.in_flight"
+    ),
+    "workers_silent": (f"SELECT {_agg('id')} FROM workers WHERE beat_at < {NOW} - %s AND id <> %s"),
+    "release_claims": (
+        f"UPDATE deliveries SET next_attempt_at = {NOW}, lease_until = {NOW}, worker_id = NULL"
+        f" WHERE status IN {DUE} AND next_attempt_at > {NOW} AND claim_id IS NOT NULL"
+        f" AND worker_id IN {_ids('text')}"
+    ),
+    "forget_workers": f"DELETE FROM workers WHERE id IN {_ids('text')}",
+    "list_workers": (
+        "SELECT "
+        + _agg(
+            f"json_build_array(id, host, pid, version, started_at, beat_at, in_flight, {NOW})"
+            " ORDER BY host, pid, id"
+        )
+        + f" FROM workers WHERE beat_at >= {NOW} - %s"
+    ),
+}

@@ -1,0 +1,231 @@
+"""The named statements for SQLite (`?` parameters; JSON rows read with `json_each`).
+
+Every name here is defined in `postgres.py` too (a test checks); `store/outbox.py` says
+what each receives and returns.
+"""
+
+# ruff: noqa: S608 - static SQL over our own table and column names; values are parameters
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from billbridge.store.tables_billing import BILLING_TABLES
+
+# The SQLite clock as Unix seconds (millisecond resolution).
+NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+DUE = "('pending', 'retrying')"
+
+# The billing columns an upsert keeps when the new snapshot has none (COALESCE), and the
+# flags only ever raised (never written by the guarded upsert).
+KEPT = ("customer_id", "account", "livemode", "created")
+STICKY = ("deleted", "payment_failed")
+COMMON = ("id", "customer_id", "account", "livemode", "created", "watermark", "order_key")
+
+
+def _field(name: str, source: str = "value") -> str:
+    return f"json_extract({source}, '$.{name}')"
+
+
+def _billing_upsert(table: sa.Table, columns: tuple[str, ...]) -> str:
+    name = table.name
+    sets = [
+        f"{c} = COALESCE(excluded.{c}, {name}.{c})" if c in KEPT else f"{c} = excluded.{c}"
+        for c in columns
+        if c != "id" and c not in STICKY
+    ]
+    return (
+        f"INSERT INTO {name} ({', '.join(columns)}, updated_at)"
+        f" SELECT {', '.join(_field(c) for c in columns)}, {NOW}"
+        " FROM json_each(?) WHERE true ORDER BY key"
+        f" ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}, updated_at = excluded.updated_at"
+        f" WHERE {name}.order_key < excluded.order_key"
+    )
+
+
+def _columns(table: sa.Table) -> tuple[str, ...]:
+    return tuple(c.name for c in table.c if c.name != "updated_at")
+
+
+def _billing() -> dict[str, str]:
+    statements: dict[str, str] = {}
+    for table in BILLING_TABLES.values():
+        name = table.name
+        statements[f"billing_upsert_{name}"] = _billing_upsert(table, _columns(table))
+        pairs = f"SELECT {_field('id')} AS id, {_field('customer_id')} AS c FROM json_each(?1)"
+        statements[f"billing_link_{name}"] = (
+            f"UPDATE {name} SET updated_at = {NOW},"
+            f" customer_id = (SELECT c FROM ({pairs}) AS p WHERE p.id = {name}.id)"
+            # `+customer_id`: look rows up by id, not through the customer_id index (which
+            # would walk every row stored without a customer).
+            f" WHERE +customer_id IS NULL AND id IN (SELECT id FROM ({pairs}))"
+        )
+        for flag in STICKY:
+            if flag in table.c:
+                statements[f"billing_sticky_{name}_{flag}"] = (
+                    f"UPDATE {name} SET {flag} = 1, updated_at = {NOW}"
+                    f" WHERE id IN (SELECT value FROM json_each(?)) AND {flag} = 0"
+                )
+    # A deleted customer's stub: no fields of its own, so the stored ones stay.
+    customers = BILLING_TABLES["customer"]
+    statements["billing_upsert_customer_stub"] = _billing_upsert(customers, (*COMMON, "deleted"))
+    return statements
+
+
+_EVENT_COLUMNS = (
+    "stripe_event_id",
+    "type",
+    "livemode",
+    "created",
+    "api_version",
+    "account",
+    "object_id",
+    "customer_id",
+    "email",
+    "payload",
+    "source",
+)
+_CUSTOMER_COLUMNS = (
+    "stripe_customer_id",
+    "email",
+    "name",
+    "created",
+    "metadata",
+    "deleted",
+    "livemode",
+    "watermark",
+)
+_ATTEMPT_COLUMNS = (
+    "delivery_id",
+    "outcome",
+    "started_at",
+    "duration_ms",
+    "request",
+    "response_status",
+    "response_body",
+    "error",
+)
+
+
+def _ids(parameter: str = "?") -> str:
+    return f"(SELECT value FROM json_each({parameter}))"
+
+
+STATEMENTS: dict[str, str] = {
+    "now": f"SELECT {NOW}",
+    # Ingest ------------------------------------------------------------------------------
+    # Rows added from here on have ids above this (one writer: nobody else inserts).
+    "ingest_marker": "SELECT COALESCE(MAX(id), 0) FROM events",
+    "insert_events": (
+        f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}, received_at)"
+        f" SELECT {', '.join(_field(c) for c in _EVENT_COLUMNS)}, {NOW}"
+        " FROM json_each(?) WHERE true ORDER BY key"
+        " ON CONFLICT (stripe_event_id) DO NOTHING"
+    ),
+    "event_ids": (
+        "SELECT json_group_array(json_array(stripe_event_id, id, id > ?)) FROM events"
+        f" WHERE stripe_event_id IN {_ids()}"
+    ),
+    "insert_deliveries": (
+        "INSERT INTO deliveries (event_id, stripe_event_id, workflow_id, action_index,"
+        " action_type, status, attempt_count, next_attempt_at, lease_until, claim_id,"
+        " deadline_at, last_error, force, sent_ok, created_at, updated_at)"
+        " SELECT e.id, e.stripe_event_id, "
+        + ", ".join(_field(c, "d.value") for c in ("workflow_id", "action_index", "action_type"))
+        + f", {_field('status', 'd.value')}, 0,"
+        f" CASE WHEN {_field('status', 'd.value')} IN {DUE} THEN e.received_at END, NULL, NULL,"
+        f" e.received_at + {_field('retry_window', 'd.value')}, {_field('reason', 'd.value')},"
+        " 0, 0, e.received_at, e.received_at"
+        " FROM json_each(?) AS d JOIN events AS e"
+        f" ON e.stripe_event_id = {_field('stripe_event_id', 'd.value')} ORDER BY d.key"
+    ),
+    "upsert_customers": (
+        f"INSERT INTO customers ({', '.join(_CUSTOMER_COLUMNS)}, updated_at)"
+        f" SELECT {', '.join(_field(c) for c in _CUSTOMER_COLUMNS)}, {NOW}"
+        " FROM json_each(?) WHERE true ORDER BY key"
+        " ON CONFLICT (stripe_customer_id) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in (*_CUSTOMER_COLUMNS[1:], "updated_at"))
+        # Equal watermarks write: the later fetch of the same moment wins.
+        + " WHERE customers.watermark <= excluded.watermark"
+    ),
+    **_billing(),
+    # Claims ------------------------------------------------------------------------------
+    # A claimed delivery's next_attempt_at is its lease end, so "due" covers never-claimed
+    # rows and expired leases alike, and the (status, next_attempt_at) index serves it.
+    "claim_due_ids": (
+        "SELECT json_group_array(id) FROM (SELECT id FROM deliveries"
+        f" WHERE status IN {DUE} AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
+    ),
+    "claim_mark": (
+        "UPDATE deliveries SET claim_id = ? || CAST(id AS TEXT), lease_until = ?,"
+        f" next_attempt_at = ?, updated_at = ?, worker_id = ? WHERE id IN {_ids()}"
+    ),
+    "claimed": (
+        "SELECT json_group_array(json_array(d.id, d.claim_id, d.event_id, d.stripe_event_id,"
+        " d.workflow_id, d.action_index, d.action_type, d.status, d.attempt_count,"
+        " d.deadline_at, d.force, d.sent_ok, e.type, e.livemode, e.created, e.payload))"
+        f" FROM deliveries AS d JOIN events AS e ON e.id = d.event_id WHERE d.id IN {_ids()}"
+    ),
+    # Finishes ----------------------------------------------------------------------------
+    "insert_attempts": (
+        f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)})"
+        f" SELECT {', '.join(_field(c) for c in _ATTEMPT_COLUMNS)} FROM json_each(?) ORDER BY key"
+    ),
+    # CROSS JOIN keeps json_each the outer loop: each completion looks its delivery up by id.
+    "owned_claims": (
+        "SELECT json_group_array(d.id) FROM json_each(?) AS j CROSS JOIN deliveries AS d"
+        f" ON d.id = {_field('id', 'j.value')} AND d.claim_id = {_field('claim_id', 'j.value')}"
+        f" WHERE d.status IN {DUE}"
+    ),
+    "finish_owned": (
+        "UPDATE deliveries SET status = v.status,"
+        f" next_attempt_at = CASE WHEN v.retry_in IS NULL THEN NULL ELSE {NOW} + v.retry_in END,"
+        " lease_until = NULL, claim_id = NULL, worker_id = NULL, last_error = v.error,"
+        " force = CASE WHEN v.final THEN 0 ELSE deliveries.force END,"
+        " sent_ok = CASE WHEN v.sent_ok THEN 1 ELSE deliveries.sent_ok END,"
+        " attempt_count = deliveries.attempt_count + v.counted,"
+        f" updated_at = {NOW} FROM (SELECT "
+        + ", ".join(
+            f"{_field(c)} AS {c}"
+            for c in (
+                "id",
+                "claim_id",
+                "status",
+                "retry_in",
+                "error",
+                "final",
+                "sent_ok",
+                "counted",
+            )
+        )
+        + " FROM json_each(?)) AS v WHERE deliveries.id = v.id"
+        f" AND deliveries.claim_id = v.claim_id AND deliveries.status IN {DUE}"
+    ),
+    "extend_lease": (
+        "UPDATE deliveries SET lease_until = v.until, next_attempt_at = v.until"
+        f" FROM (SELECT {NOW} + ? AS until) AS v"
+        f" WHERE id = ? AND claim_id = ? AND status IN {DUE}"
+    ),
+    # Heartbeats --------------------------------------------------------------------------
+    "worker_beat": (
+        "INSERT INTO workers (id, host, pid, version, started_at, beat_at, in_flight)"
+        f" VALUES (?, ?, ?, ?, {NOW}, {NOW}, ?) ON CONFLICT (id) DO UPDATE"
+        " SET beat_at = excluded.beat_at, in_flight = excluded.in_flight"
+    ),
+    "workers_silent": (
+        f"SELECT json_group_array(id) FROM workers WHERE beat_at < {NOW} - ? AND id <> ?"
+    ),
+    # Claims of silent workers become due now; their claim ids stay (a late finish from the
+    # old owner is refused once another worker has claimed the delivery).
+    "release_claims": (
+        f"UPDATE deliveries SET next_attempt_at = {NOW}, lease_until = {NOW}, worker_id = NULL"
+        f" WHERE status IN {DUE} AND next_attempt_at > {NOW} AND claim_id IS NOT NULL"
+        f" AND worker_id IN {_ids()}"
+    ),
+    "forget_workers": f"DELETE FROM workers WHERE id IN {_ids()}",
+    "list_workers": (
+        "SELECT json_group_array(json_array(id, host, pid, version, started_at, beat_at,"
+        f" in_flight, {NOW})) FROM (SELECT * FROM workers WHERE beat_at >= {NOW} - ?"
+        " ORDER BY host, pid, id)"
+    ),
+}
