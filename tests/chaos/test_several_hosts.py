@@ -94,10 +94,17 @@ def _claims(conninfo: str) -> dict[int, str]:
     return {int(row[0]): str(row[1]) for row in rows}
 
 
-def _released(conninfo: str, held: dict[int, str]) -> bool:
-    """True once none of `held` is still owned by the claim it had (finished or re-claimed)."""
-    now = _claims(conninfo)
-    return all(now.get(delivery_id) != claim for delivery_id, claim in held.items())
+def _taken_over(conninfo: str, held: dict[int, str]) -> bool:
+    """True once every delivery of `held` is finished or claimed under another claim id
+    (a lease merely running out is not enough: someone must have taken it)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT id, claim_id, status FROM deliveries WHERE id = ANY(%s)", (list(held),)
+        ).fetchall()
+    return all(
+        status not in ("pending", "retrying") or (claim is not None and claim != held[int(i)])
+        for i, claim, status in rows
+    )
 
 
 @pytest.fixture
@@ -171,16 +178,22 @@ def test_fleet_survives_a_killed_worker_and_a_cut_database_link(
                 wait_until(lambda: load.count() >= 150 and _claims(conninfo), timeout=60)
                 held_at_kill = _claims(conninfo)
                 network.kill("b")
-                # Its claims are finished by C or taken over once the dead owner is noticed.
-                wait_until(lambda: _released(conninfo, held_at_kill), timeout=15, interval=0.1)
+                # C finishes them or takes them over once B is noticed silent (heartbeats).
+                wait_until(lambda: _taken_over(conninfo, held_at_kill), timeout=15, interval=0.1)
 
-                # 2. cut C (the only live worker now, so every live claim is its) off
-                # PostgreSQL, restart B, and keep C cut until B has taken C's claims over.
-                wait_until(lambda: load.count() >= 300 and _claims(conninfo), timeout=60)
+                # 2. C is the only live worker now, so every live claim is C's. Slow
+                # Customer.io down so C's claims are mid-send, cut C off PostgreSQL, restart B,
+                # and keep C cut until B has taken C's claims over.
+                wait_until(lambda: load.count() >= 300, timeout=60)
+                cio.clear_faults()
+                cio.delay_next(3.0, count=None)
+                wait_until(lambda: _claims(conninfo), timeout=30, interval=0.05)
                 network.cut("c", "db")
                 held_at_cut = _claims(conninfo)
+                cio.clear_faults()
+                cio.delay_next(0.05, count=None)
                 start("b", "worker", "--concurrency", "32")
-                wait_until(lambda: _released(conninfo, held_at_cut), timeout=60, interval=0.2)
+                wait_until(lambda: _taken_over(conninfo, held_at_cut), timeout=60, interval=0.2)
                 network.restore("c", "db")
                 # C's finish of what it sent before the cut arrives late and is fenced out.
                 c_log = tmp_path / "host-c.log"

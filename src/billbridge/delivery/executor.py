@@ -46,6 +46,7 @@ from billbridge.errors import (
     AmbiguousSendError,
     DeliveryError,
     RetryableDeliveryError,
+    StoreUnavailableError,
     StripeAPIError,
     TerminalDeliveryError,
 )
@@ -68,6 +69,8 @@ log = structlog.get_logger("billbridge.delivery")
 
 _BODY_KEEP = 2048  # bytes of a Customer.io answer kept with the attempt
 MAX_BATCH_OPERATIONS = 100  # person operations per `POST /api/v2/batch`
+RECORD_RETRY_FIRST = 0.5  # seconds before recording outcomes again after a database error
+RECORD_RETRY_MAX = 5.0  # seconds: the longest wait between tries
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,24 @@ class DeliveryExecutor:
             done.extend(await self._send_all(ready))
         await self._record(done)
         return done
+
+    async def _finish_when_possible(self, completions: list[Completion]) -> list[bool]:
+        """Record the outcomes, waiting out a database outage: what was sent must be
+        recorded (a transactional send's success above all), even if only to be fenced
+        out because another worker has taken the deliveries over meanwhile."""
+        delay = RECORD_RETRY_FIRST
+        while True:
+            try:
+                return await anyio.to_thread.run_sync(self._store.finish_many, completions)
+            except StoreUnavailableError as exc:
+                log.warning(
+                    "could not record delivery outcomes; trying again",
+                    deliveries=len(completions),
+                    retry_in_seconds=delay,
+                    error=str(exc),
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECORD_RETRY_MAX)
 
     # Decide -------------------------------------------------------------------------------
 
@@ -365,7 +386,7 @@ class DeliveryExecutor:
     async def _record(self, completions: list[Completion]) -> None:
         if not completions:
             return
-        owned = await anyio.to_thread.run_sync(self._store.finish_many, completions)
+        owned = await self._finish_when_possible(completions)
         for completion, still_owned in zip(completions, owned, strict=True):
             self._metrics.attempts.labels(completion.attempt.outcome).inc()
             fields = {"delivery_id": completion.delivery_id, "reason": completion.error}

@@ -52,6 +52,13 @@ def normalise_postgres_url(database_url: str) -> sa.URL:
     )
 
 
+# Billbridge never waits on anything but the database inside a transaction. A transaction
+# left idle is a process cut off from PostgreSQL (or frozen) mid-write: its row locks would
+# block the heartbeat that frees its claims, so the fleet could not take them over until
+# it came back. PostgreSQL ends such a session after this long (milliseconds).
+IDLE_TX_MS = 5_000
+
+
 class PostgresStore(SqlStore):
     """Store on PostgreSQL; safe to share between processes and hosts."""
 
@@ -64,6 +71,8 @@ class PostgresStore(SqlStore):
         connect_args: dict[str, Any] = {}
         if "connect_timeout" not in url.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT
+        if "options" not in url.query:
+            connect_args["options"] = f"-c idle_in_transaction_session_timeout={IDLE_TX_MS}"
         engine = sa.create_engine(
             url,
             pool_size=pool_size,
