@@ -93,6 +93,7 @@ class Late:
 
 @pytest.fixture
 def late(
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     fake_stripe: FakeStripe,
@@ -107,7 +108,8 @@ def late(
         fake_customerio,
         BILLBRIDGE_API_TOKEN=AUTH["Authorization"].removeprefix("Bearer "),
         BILLBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        BILLBRIDGE_TRACK_BATCHING="off",
+        # `indirect` parametrization picks it; "auto" sends person calls as v2 batches.
+        BILLBRIDGE_TRACK_BATCHING=getattr(request, "param", "off"),
     )
     app = create_app(settings, run_worker=True)
     with serve_app(app) as url:
@@ -157,9 +159,11 @@ def test_record_sends_the_original_timestamp_and_starts_no_campaign(late: Late) 
     assert _late_counter(late.url, "record") >= 1
 
 
+@pytest.mark.parametrize("late", ["off", "auto"], indirect=True)
 def test_trigger_sends_the_send_time_and_keeps_the_event_id(late: Late) -> None:
     """`trigger`: timestamp = send time, the original under data.stripe_created, the same
-    deterministic id; the fake says it can start campaigns; a replay is deduplicated."""
+    deterministic id (as a v1 call or a v2 batch operation); the fake says it can start
+    campaigns; a replay is deduplicated."""
     late.add_workflow("trigger")
     created = int(time.time()) - 5 * DAY
     event = _invoice_paid(created)
@@ -173,6 +177,10 @@ def test_trigger_sends_the_send_time_and_keeps_the_event_id(late: Late) -> None:
     assert stored["id"] == deterministic_ulid(event["id"], "late-trigger", 0, created=created)
     assert stored["triggers_campaigns"] is True
     assert _late_counter(late.url, "trigger") == 1
+    first = delivery.attempts[-1].request
+    assert first is not None
+    if late.services.settings.track_batching == "auto":  # the event went as a v2 operation
+        assert first["operation"]["attributes"]["stripe_created"] == created
 
     # A replay of the old event sends the same id again: Customer.io ignores it.
     duplicates = late.cio.app.workspace.duplicate_events
@@ -180,8 +188,9 @@ def test_trigger_sends_the_send_time_and_keeps_the_event_id(late: Late) -> None:
     assert replay.status_code == 200, replay.text
     again = late.delivery(event["id"], "late-trigger", attempts=2)
     assert again.status == "succeeded"
-    assert again.attempts[-1].request is not None
-    assert again.attempts[-1].request["body"]["id"] == stored["id"]
+    sent = again.attempts[-1].request
+    assert sent is not None
+    assert (sent.get("body") or sent["operation"])["id"] == stored["id"]
     assert again.attempts[-1].request["late"]["policy"] == "trigger"
     wait_until(lambda: late.cio.app.workspace.duplicate_events > duplicates, timeout=10)
     assert len(late.received(event["id"])) == 1

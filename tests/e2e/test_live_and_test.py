@@ -21,6 +21,7 @@ from tests.fakes.customerio import FakeCustomerIO
 from tests.fakes.stripe_api import FakeStripe
 from tests.fakes.stripe_world import generate_world, load_world
 from tests.support.auth import API_TOKEN_ENV, AUTH
+from tests.support.dashboard import ADMIN_PASSWORD, csrf_from, logged_in
 from tests.support.live_server import serve_app, wait_until
 from tests.support.stripe_jobs import invoke, use_env
 
@@ -294,4 +295,39 @@ def test_backfill_with_a_test_key_goes_to_the_test_workspace(
     assert "sent to the test workspace" in sent.output
     assert "Late events: 0" in sent.output
     assert set(test_cio.people) >= {c["id"] for c in world.customers}
+    assert live_cio.requests == []
+
+
+def test_the_connections_page_saves_and_tests_the_test_workspace(
+    tmp_path: Path, live_cio: FakeCustomerIO, test_cio: FakeCustomerIO
+) -> None:
+    """Settings → Connections shows where test-mode events go, saves the test workspace's
+    credentials (masked afterwards) and tests them against the test fake."""
+    settings = _settings(
+        tmp_path,
+        live_cio.settings_env("live"),
+        CUSTOMERIO_TEST_TRACK_URL=test_cio.url,
+        CUSTOMERIO_TEST_APP_URL=test_cio.url,
+        BILLBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
+    )
+    app = create_app(settings, run_worker=False)
+    with serve_app(app) as url, logged_in(url) as client:
+        page = client.get("/settings/connections")
+        assert "Customer.io test workspace" in page.text
+        assert "no test workspace is configured" in page.text
+        saved = client.post(
+            "/settings/connections/customerio_test",
+            data={**TEST_CREDENTIALS, "region": "us", "csrf_token": csrf_from(page.text)},
+        )
+        assert saved.status_code == 200, saved.text
+        assert "Saved (encrypted)." in saved.text
+        assert "sent to the Customer.io test workspace" in saved.text
+        assert TEST_CREDENTIALS["track_api_key"] not in saved.text
+        tested = client.post(
+            "/settings/connections/customerio_test/test",
+            data={"csrf_token": csrf_from(saved.text)},
+        )
+        assert "Customer.io connection works" in tested.text
+        assert "test workspace Track API credentials" in tested.text
+    assert [r["path"] for r in test_cio.requests] == ["/api/v1/accounts/region"]
     assert live_cio.requests == []
