@@ -175,6 +175,28 @@ def _app_check(settings: Settings, workflows: list[Workflow]) -> Check:
     )
 
 
+def _test_app_check(settings: Settings, workflows: list[Workflow]) -> Check | None:
+    """With a test workspace, the workflows that send email or broadcasts for test-mode
+    events need its App API key too; None when there is nothing to say."""
+    if settings.test_mode_route != "test" or settings.customerio_test_app_api_key is not None:
+        return None
+    needing = sorted(
+        workflow.id
+        for workflow in workflows
+        if workflow.enabled
+        and workflow.trigger.mode != "live"
+        and any(action.type in APP_API_ACTIONS for action in workflow.actions)
+    )
+    if not needing:
+        return None
+    return Check(
+        "WARN",
+        "Customer.io test workspace App API",
+        "CUSTOMERIO_TEST_APP_API_KEY is not set; test-mode events of these workflows will "
+        "fail to send email or broadcasts: " + ", ".join(needing),
+    )
+
+
 def _stripe_check(settings: Settings) -> Check:
     name = "Stripe API"
     if settings.stripe_api_key is None:
@@ -251,6 +273,9 @@ def run_checks() -> list[Check]:
     checks.append(_track_check(settings))
     checks.append(_test_workspace_check(settings))
     checks.append(_app_check(settings, workflows))
+    test_app = _test_app_check(settings, workflows)
+    if test_app is not None:
+        checks.append(test_app)
     checks.append(_stripe_check(settings))
     return checks
 

@@ -262,6 +262,19 @@ def test_doctor_checks_both_workspaces(
     both = invoke("doctor")
     assert "OK    Customer.io test workspace: credentials accepted" in both.output, both.output
     assert TEST_CREDENTIALS["track_api_key"] not in both.output
+    assert "test workspace App API" not in both.output
+    receipt = tmp_path / "receipt.yaml"
+    receipt.write_text(
+        "id: receipt\nname: Receipt\ntrigger: {events: [invoice.paid]}\n"
+        "actions: [{type: send_email, transactional_message_id: 3}]\n"
+    )
+    assert invoke("workflows", "apply", str(receipt)).exit_code == 0
+    monkeypatch.delenv("CUSTOMERIO_TEST_APP_API_KEY")
+    no_app_key = invoke("doctor")
+    assert "WARN  Customer.io test workspace App API: CUSTOMERIO_TEST_APP_API_KEY is not set" in (
+        no_app_key.output
+    )
+    assert "receipt" in no_app_key.output
     monkeypatch.setenv("CUSTOMERIO_TEST_TRACK_API_KEY", "wrong-key")
     rejected = invoke("doctor")
     assert rejected.exit_code == 1
