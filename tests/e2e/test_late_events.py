@@ -251,3 +251,30 @@ def test_reconcile_of_an_older_event_says_it_was_late_and_applies_the_policy(
     fresh_delivery = late.delivery(fresh["id"], "late-trigger")
     assert fresh_delivery.attempts[-1].request is not None
     assert "late" not in fresh_delivery.attempts[-1].request
+
+
+def test_a_dry_run_of_a_stored_old_event_shows_the_policy(late: Late) -> None:
+    """`POST /api/workflows/{id}/test` on a stored 4-day-old event plans what would be sent
+    now: trigger moves the timestamp, skip says late; nothing is sent."""
+    late.add_workflow("trigger")
+    late.add_workflow("skip")
+    created = int(time.time()) - 4 * DAY
+    event = _invoice_paid(created)
+    late.post(event)
+    late.delivery(event["id"], "late-skip")
+    sent_before = len(late.cio.requests)
+    answers = {
+        policy: httpx.post(
+            f"{late.url}/api/workflows/late-{policy}/test",
+            json={"stripe_event_id": event["id"]},
+            headers=AUTH,
+            timeout=10,
+        ).json()["requests"][0]
+        for policy in ("trigger", "skip")
+    }
+    planned = answers["trigger"]
+    assert planned["status"] == "planned"
+    assert planned["request"]["body"]["data"]["stripe_created"] == created
+    assert answers["skip"]["status"] == "skipped"
+    assert answers["skip"]["reason"].startswith("late:")
+    assert len(late.cio.requests) == sent_before

@@ -69,9 +69,9 @@ from billbridge.workflows.catalog import WorkflowCatalog
 from billbridge.workflows.late_events import (
     LateDecision,
     LateSkip,
-    apply_late_policy,
-    late_decision,
     recorded_policy,
+    send_now,
+    summary_with_late,
 )
 from billbridge.workflows.planner import Skip, plan_action
 from billbridge.workflows.templates import TemplateError
@@ -233,15 +233,13 @@ class DeliveryExecutor:
             return _done(claim, "failed", attempt, str(exc))
         if isinstance(planned, Skip):
             return _skip(claim, started, planned.reason)
-        late = late_decision(
+        sending, late = send_now(
             planned, created=claim.event_created, now=time.time(), policy=workflow.late_events
         )
-        if late is not None:
-            applied = apply_late_policy(planned, late)
-            if isinstance(applied, LateSkip):
-                attempt = _attempt("skipped", planned, started, error=applied.reason, late=late)
-                return _done(claim, "skipped", attempt, applied.reason)
-            planned = applied
+        if isinstance(sending, LateSkip):
+            attempt = _attempt("skipped", planned, started, error=sending.reason, late=late)
+            return _done(claim, "skipped", attempt, sending.reason)
+        planned = sending
 
         if dry_reason is not None:
             attempt = _attempt("dry_run", planned, started, late=late)
@@ -304,7 +302,7 @@ class DeliveryExecutor:
             outcome="succeeded",
             started_at=started,
             duration_ms=response.duration_ms,
-            request=_summary(request, late),
+            request=summary_with_late(request, late),
             response_status=response.status_code,
             response_body=response.body[:_BODY_KEEP],
         )
@@ -462,15 +460,6 @@ def _skip(claim: ClaimedDelivery, started: float, reason: str) -> Completion:
     return _done(claim, "skipped", _attempt("skipped", None, started, error=reason), reason)
 
 
-def _summary(request: CioRequest, late: LateDecision | None) -> dict[str, Any]:
-    """The request as stored with its attempt; a late event call also says so (`late`:
-    the policy applied and the event's age), for the event page, the API and metrics."""
-    summary = request.summary()
-    if late is not None:
-        summary["late"] = late.marker()
-    return summary
-
-
 def _attempt(
     outcome: AttemptOutcome,
     request: CioRequest | None,
@@ -485,7 +474,7 @@ def _attempt(
         outcome=outcome,
         started_at=started,
         duration_ms=(time.time() - started) * 1000,
-        request=_summary(request, late) if request is not None else None,
+        request=summary_with_late(request, late) if request is not None else None,
         response_status=exc.status_code if exc is not None else None,
         response_body=body[:_BODY_KEEP] if body else None,
         error=error if error is not None else (str(exc) if exc is not None else None),

@@ -10,9 +10,8 @@ workflow's `late_events` policy, decided at send time:
              start; the event `id` is unchanged, so a replay is still deduplicated
     skip     not sent: the delivery is `skipped` with a reason starting "late"
 
-    decision = late_decision(request, created=event["created"], now=time.time(), policy="trigger")
-    if decision is not None:
-        planned = apply_late_policy(request, decision)   # a CioRequest, or a LateSkip
+    planned, decision = send_now(request, created=event["created"], now=time.time(),
+                                 policy=workflow.late_events)   # a CioRequest, or a LateSkip
 
 Only event calls (`POST .../customers/{id}/events` with a `timestamp`) are affected;
 identify, segments, sends and broadcasts carry no event time. Pure: no clock, no I/O.
@@ -110,6 +109,26 @@ def apply_late_policy(request: CioRequest, decision: LateDecision) -> CioRequest
     body["data"] = data
     body["timestamp"] = decision.now
     return replace(request, body=body)
+
+
+def send_now(
+    request: CioRequest, *, created: int, now: float, policy: LateEventsPolicy
+) -> tuple[CioRequest | LateSkip, LateDecision | None]:
+    """What to send at `now` (the executor, and previews, call this): `request` as the
+    policy changes it or a LateSkip, and the decision (None when not late)."""
+    decision = late_decision(request, created=created, now=now, policy=policy)
+    if decision is None:
+        return request, None
+    return apply_late_policy(request, decision), decision
+
+
+def summary_with_late(request: CioRequest, late: LateDecision | None) -> dict[str, Any]:
+    """`request.summary()` as stored with its attempt (or shown by a preview); a late event
+    call also says so under `late` (the policy applied, the event's age)."""
+    summary = request.summary()
+    if late is not None:
+        summary["late"] = late.marker()
+    return summary
 
 
 def recorded_policy(request: Mapping[str, Any] | None) -> str | None:
