@@ -179,7 +179,7 @@ def _basic(site_id: str | None, key: SecretStr | None) -> str | None:
 
 
 def _bearer(key: SecretStr | None) -> str | None:
-    return "Bearer " + key.get_secret_value() if key is not None else None
+    return "Bearer " + key.get_secret_value() if key else None  # "" counts as not set
 
 
 def workspaces_of(settings: Settings) -> dict[CioMode, _Workspace]:
@@ -255,7 +255,7 @@ class CustomerIOClient:
             settings.customerio_test_track_api_key,
             settings.customerio_test_app_api_key,
         )
-        self._secrets = [key.get_secret_value() for key in keys if key is not None]
+        self._secrets = [key.get_secret_value() for key in keys if key]  # "" scrubs nothing
 
     def _current(self) -> None:
         """Pick up credentials changed since the last call (cheap when unchanged)."""
