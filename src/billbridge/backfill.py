@@ -22,6 +22,10 @@ Two phases, both streaming (memory stays flat however many customers there are):
 Stripe calls go through `StripeLister` (token bucket at Stripe's per-mode limit, 429
 retried with backoff). Customer.io 408/429/5xx are retried here, honouring `Retry-After`.
 `--dry-run` computes everything (the projection is updated, it is local) and sends nothing.
+A test-mode key (`sk_test_`, `rk_test_`) lists test-mode customers: they go to the
+Customer.io test workspace like test-mode events (`Settings.test_mode_route`), and without
+one the run refuses to send them to the live workspace unless BILLBRIDGE_TEST_MODE_EVENTS
+is `deliver`.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import structlog
 
 from billbridge.billing.profile import compute_profile as _compute_profile
 from billbridge.billing.projection import rows_for_object
-from billbridge.config import Settings
+from billbridge.config import CioMode, Settings
 from billbridge.customerio.client import CustomerIOClient
 from billbridge.errors import ConfigurationError, RetryableDeliveryError, TerminalDeliveryError
 from billbridge.identity import IdentityResolver, Person
@@ -85,6 +89,7 @@ class BackfillSummary:
     cio_requests: int = 0
     seconds: float = 0.0
     dry_run: bool = False
+    workspace: str = "live"  # the Customer.io workspace sent to: live or test
     strategy: str = "account"
     resumed_after: str | None = None
     complete: bool = False  # every customer was processed (no --limit cut)
@@ -165,13 +170,34 @@ class Backfill:
         self._progress = progress or (lambda _done: None)
         self._apply = apply_objects
         self._profile = compute_profile
+        self._mode: CioMode = "live"  # set by `run`
 
-    async def run(self, options: BackfillOptions) -> BackfillSummary:
-        if not options.dry_run and self._settings.dry_run:
+    def workspace(self) -> CioMode:
+        """The Customer.io workspace this Stripe key's customers go to; raises
+        ConfigurationError when it is not configured (what to set, or `--dry-run`)."""
+        settings = self._settings
+        key = settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else ""
+        mode: CioMode = "live"
+        if key.startswith(("sk_test_", "rk_test_")):
+            route = settings.test_mode_route
+            if route not in ("test", "live"):
+                raise ConfigurationError(
+                    "STRIPE_API_KEY is a test-mode key and no Customer.io test workspace is "
+                    "configured (CUSTOMERIO_TEST_SITE_ID and CUSTOMERIO_TEST_TRACK_API_KEY): "
+                    "set one, run `billbridge backfill --dry-run`, or set "
+                    "BILLBRIDGE_TEST_MODE_EVENTS=deliver to send test customers to the live "
+                    "workspace"
+                )
+            mode = "test" if route == "test" else "live"
+        if mode == "live" and settings.dry_run:
             raise ConfigurationError(
                 "Customer.io credentials are not set (CUSTOMERIO_SITE_ID and "
                 "CUSTOMERIO_TRACK_API_KEY): set them, or run `billbridge backfill --dry-run`"
             )
+        return mode
+
+    async def run(self, options: BackfillOptions) -> BackfillSummary:
+        self._mode = "live" if options.dry_run else self.workspace()
         started = time.perf_counter()
         stripe_before = (self._lister.requests, self._lister.rate_limited)
         checkpoint = load_checkpoint(self._store) if options.resume else None
@@ -179,7 +205,7 @@ class Backfill:
         if strategy == "auto":
             small = options.limit is not None and options.limit <= PER_CUSTOMER_LIMIT
             strategy = "customer" if small else "account"
-        summary = BackfillSummary(dry_run=options.dry_run, strategy=strategy)
+        summary = BackfillSummary(dry_run=options.dry_run, strategy=strategy, workspace=self._mode)
         if checkpoint is not None and checkpoint.get("complete"):
             summary.complete = True
             summary.resumed_after = checkpoint.get("last_customer")
@@ -305,7 +331,7 @@ class Backfill:
         while True:
             attempt += 1
             try:
-                result = await self._cio.batch(operations)
+                result = await self._cio.batch(operations, mode=self._mode)
             except RetryableDeliveryError as exc:
                 summary.cio_requests += 1
                 if attempt >= CIO_MAX_ATTEMPTS:

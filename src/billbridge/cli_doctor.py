@@ -13,7 +13,7 @@ import anyio
 import typer
 
 from billbridge.cli_common import DEV_SECRET_FILE, EXIT_FAILURE, safe_database_url
-from billbridge.config import Settings, load_settings
+from billbridge.config import CioMode, Settings, load_settings
 from billbridge.customerio.client import CustomerIOClient
 from billbridge.errors import ConfigurationError, DeliveryError, StripeAPIError
 from billbridge.store import open_store
@@ -75,9 +75,38 @@ def _secret_check(settings: Settings) -> Check:
     )
 
 
-async def _region(settings: Settings) -> dict[str, Any]:
+async def _region(settings: Settings, mode: CioMode) -> dict[str, Any]:
     async with CustomerIOClient(settings) as client:
-        return await client.check_region()
+        return await client.check_region(mode=mode)
+
+
+def _region_probe(settings: Settings, mode: CioMode, name: str) -> Check:
+    """`GET /api/v1/accounts/region` with the Track credentials of `mode`."""
+    prefix = "CUSTOMERIO_" if mode == "live" else "CUSTOMERIO_TEST_"
+    try:
+        info = anyio.run(_region, settings, mode)
+    except DeliveryError as exc:
+        if exc.status_code in (401, 403):
+            return Check(
+                "FAIL",
+                name,
+                f"credentials rejected (HTTP {exc.status_code}): check {prefix}SITE_ID and "
+                f"{prefix}TRACK_API_KEY (Customer.io > Settings > API Credentials)",
+            )
+        base = settings.track_base_url if mode == "live" else settings.test_track_base_url
+        return Check("FAIL", name, f"cannot check the credentials at {base}: {exc}")
+    region = info.get("region")
+    configured = settings.customerio_region
+    if mode == "test":
+        configured = settings.customerio_test_region or configured
+    if isinstance(region, str) and region and region != configured:
+        return Check(
+            "WARN",
+            name,
+            f"credentials accepted, but the account is in region {region!r} and "
+            f"{prefix}REGION is {configured!r}: set {prefix}REGION={region}",
+        )
+    return Check("OK", name, f"credentials accepted (region {region or 'unknown'})")
 
 
 def _track_check(settings: Settings) -> Check:
@@ -89,28 +118,34 @@ def _track_check(settings: Settings) -> Check:
             "no credentials: dry-run, requests are recorded and nothing is sent; set "
             "CUSTOMERIO_SITE_ID and CUSTOMERIO_TRACK_API_KEY to deliver",
         )
-    try:
-        info = anyio.run(_region, settings)
-    except DeliveryError as exc:
-        if exc.status_code in (401, 403):
-            return Check(
-                "FAIL",
-                name,
-                f"credentials rejected (HTTP {exc.status_code}): check CUSTOMERIO_SITE_ID and "
-                "CUSTOMERIO_TRACK_API_KEY (Customer.io > Settings > API Credentials)",
-            )
-        return Check(
-            "FAIL", name, f"cannot check the credentials at {settings.track_base_url}: {exc}"
-        )
-    region = info.get("region")
-    if isinstance(region, str) and region and region != settings.customerio_region:
+    return _region_probe(settings, "live", name)
+
+
+def _test_workspace_check(settings: Settings) -> Check:
+    """Where Stripe test-mode events go, and the test workspace's credentials."""
+    name = "Customer.io test workspace"
+    route = settings.test_mode_route
+    if route == "test":
+        return _region_probe(settings, "test", name)
+    if route == "live":
         return Check(
             "WARN",
             name,
-            f"credentials accepted, but the account is in region {region!r} and "
-            f"CUSTOMERIO_REGION is {settings.customerio_region!r}: set CUSTOMERIO_REGION={region}",
+            "none configured and BILLBRIDGE_TEST_MODE_EVENTS=deliver: test-mode events go to "
+            "the LIVE workspace; set CUSTOMERIO_TEST_SITE_ID and CUSTOMERIO_TEST_TRACK_API_KEY "
+            "to keep them apart",
         )
-    return Check("OK", name, f"credentials accepted (region {region or 'unknown'})")
+    if route == "ignore":
+        return Check("OK", name, "test-mode events are ignored (BILLBRIDGE_TEST_MODE_EVENTS)")
+    if settings.test_mode_events == "dry_run":
+        return Check("OK", name, "test-mode events are dry runs (BILLBRIDGE_TEST_MODE_EVENTS)")
+    return Check(
+        "WARN",
+        name,
+        "none configured: test-mode events are dry runs (recorded, not sent); set "
+        "CUSTOMERIO_TEST_SITE_ID and CUSTOMERIO_TEST_TRACK_API_KEY to deliver them to a "
+        "test workspace",
+    )
 
 
 def _app_check(settings: Settings, workflows: list[Workflow]) -> Check:
@@ -137,6 +172,28 @@ def _app_check(settings: Settings, workflows: list[Workflow]) -> Check:
         )
     return Check(
         "OK", name, "CUSTOMERIO_APP_API_KEY not set (only send_email and broadcasts need it)"
+    )
+
+
+def _test_app_check(settings: Settings, workflows: list[Workflow]) -> Check | None:
+    """With a test workspace, the workflows that send email or broadcasts for test-mode
+    events need its App API key too; None when there is nothing to say."""
+    if settings.test_mode_route != "test" or settings.customerio_test_app_api_key is not None:
+        return None
+    needing = sorted(
+        workflow.id
+        for workflow in workflows
+        if workflow.enabled
+        and workflow.trigger.mode != "live"
+        and any(action.type in APP_API_ACTIONS for action in workflow.actions)
+    )
+    if not needing:
+        return None
+    return Check(
+        "WARN",
+        "Customer.io test workspace App API",
+        "CUSTOMERIO_TEST_APP_API_KEY is not set; test-mode events of these workflows will "
+        "fail to send email or broadcasts: " + ", ".join(needing),
     )
 
 
@@ -188,7 +245,7 @@ def run_checks() -> list[Check]:
             "OK",
             "configuration",
             f"loaded (identifier {settings.identifier}, test-mode events "
-            f"{settings.test_mode_events})",
+            f"{settings.test_mode_route})",
         )
     ]
     workflows: list[Workflow] = []
@@ -214,7 +271,11 @@ def run_checks() -> list[Check]:
             store.close()
     checks.append(_secret_check(settings))
     checks.append(_track_check(settings))
+    checks.append(_test_workspace_check(settings))
     checks.append(_app_check(settings, workflows))
+    test_app = _test_app_check(settings, workflows)
+    if test_app is not None:
+        checks.append(test_app)
     checks.append(_stripe_check(settings))
     return checks
 

@@ -102,6 +102,11 @@ def reconcile(
         f"{report.listed - report.recovered} already stored; {report.requests} Stripe "
         f"requests in {report.seconds:.1f} s."
     )
+    typer.echo(
+        f"Late: {report.late} of the recovered events are more than 72 h old; their "
+        "Customer.io events follow each workflow's late_events policy (record, the default: "
+        "sent with Stripe's time, they start no campaign; trigger; skip)."
+    )
 
 
 def _progress_bar() -> tuple[Progress, Callable[[int], None]]:
@@ -126,13 +131,19 @@ def _progress_bar() -> tuple[Progress, Callable[[int], None]]:
 def _print_summary(summary: BackfillSummary) -> None:
     if summary.resumed_after is not None:
         typer.echo(f"Resumed after customer {summary.resumed_after}.")
-    mode = "dry run, nothing sent" if summary.dry_run else "sent"
+    mode = (
+        "dry run, nothing sent" if summary.dry_run else f"sent to the {summary.workspace} workspace"
+    )
     typer.echo(
         f"Backfill ({mode}, strategy {summary.strategy}): {summary.customers} customers, "
         f"{summary.sent} accepted by Customer.io, {summary.errors} errors; "
         f"{summary.stripe_requests} Stripe requests ({summary.stripe_rate_limited} rate "
         f"limited and retried), {summary.cio_requests} Customer.io requests; "
         f"{summary.seconds:.1f} s."
+    )
+    typer.echo(
+        "Late events: 0. Backfill sends identify calls (person attributes), which carry no "
+        "event time; the late_events policy applies to event deliveries only."
     )
     if not summary.complete:
         typer.echo(

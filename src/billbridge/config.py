@@ -19,6 +19,9 @@ CUSTOMERIO_TRACK_URLS = {"us": "https://track.customer.io", "eu": "https://track
 CUSTOMERIO_APP_URLS = {"us": "https://api.customer.io", "eu": "https://api-eu.customer.io"}
 
 TestModeEvents = Literal["deliver", "dry_run", "ignore"]
+CioMode = Literal["live", "test"]  # which Customer.io workspace a call goes to
+# Where a livemode:false event's calls go (`Settings.test_mode_route`).
+TestModeRoute = Literal["test", "live", "dry_run", "ignore"]
 TransactionalTimeoutPolicy = Literal["fail", "retry"]
 CustomerDeletedPolicy = Literal["keep", "suppress", "delete"]
 
@@ -46,9 +49,29 @@ class Settings(BaseSettings):
     customerio_track_url_override: str | None = Field(default=None, alias="CUSTOMERIO_TRACK_URL")
     customerio_app_url_override: str | None = Field(default=None, alias="CUSTOMERIO_APP_URL")
     customerio_timeout: float = Field(default=10.0, alias="CUSTOMERIO_TIMEOUT", gt=0)  # seconds
+    # The test-mode workspace (livemode:false events); region and URLs default to the live ones.
+    customerio_test_site_id: str | None = Field(default=None, alias="CUSTOMERIO_TEST_SITE_ID")
+    customerio_test_track_api_key: SecretStr | None = Field(
+        default=None, alias="CUSTOMERIO_TEST_TRACK_API_KEY"
+    )
+    customerio_test_app_api_key: SecretStr | None = Field(
+        default=None, alias="CUSTOMERIO_TEST_APP_API_KEY"
+    )
+    customerio_test_region: Literal["us", "eu"] | None = Field(
+        default=None, alias="CUSTOMERIO_TEST_REGION"
+    )
+    customerio_test_track_url_override: str | None = Field(
+        default=None, alias="CUSTOMERIO_TEST_TRACK_URL"
+    )
+    customerio_test_app_url_override: str | None = Field(
+        default=None, alias="CUSTOMERIO_TEST_APP_URL"
+    )
 
     identifier: str = Field(default="stripe_customer_id", alias="BILLBRIDGE_IDENTIFIER")
-    test_mode_events: TestModeEvents = Field(default="deliver", alias="BILLBRIDGE_TEST_MODE_EVENTS")
+    # Unset: test-mode events go to the test workspace when one is configured, else dry_run.
+    test_mode_events: TestModeEvents | None = Field(
+        default=None, alias="BILLBRIDGE_TEST_MODE_EVENTS"
+    )
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
         default=DEFAULT_RETRY_SCHEDULE, alias="BILLBRIDGE_RETRY_SCHEDULE"
     )
@@ -130,6 +153,10 @@ class Settings(BaseSettings):
     def _check_customerio_pair(self) -> Settings:
         if bool(self.customerio_site_id) != bool(self.customerio_track_api_key):
             raise ValueError("CUSTOMERIO_SITE_ID and CUSTOMERIO_TRACK_API_KEY must be set together")
+        if bool(self.customerio_test_site_id) != bool(self.customerio_test_track_api_key):
+            raise ValueError(
+                "CUSTOMERIO_TEST_SITE_ID and CUSTOMERIO_TEST_TRACK_API_KEY must be set together"
+            )
         for secret in self.stripe_webhook_secret:
             if not secret.get_secret_value().startswith("whsec_"):
                 raise ValueError("each STRIPE_WEBHOOK_SECRET must start with whsec_")
@@ -152,9 +179,44 @@ class Settings(BaseSettings):
         ).rstrip("/")
 
     @property
+    def test_track_base_url(self) -> str:
+        """The test workspace's Track origin: its own override or region, else the live one."""
+        if self.customerio_test_track_url_override:
+            return self.customerio_test_track_url_override.rstrip("/")
+        if self.customerio_test_region is not None:
+            return CUSTOMERIO_TRACK_URLS[self.customerio_test_region]
+        return self.track_base_url
+
+    @property
+    def test_app_base_url(self) -> str:
+        """The test workspace's App origin: its own override or region, else the live one."""
+        if self.customerio_test_app_url_override:
+            return self.customerio_test_app_url_override.rstrip("/")
+        if self.customerio_test_region is not None:
+            return CUSTOMERIO_APP_URLS[self.customerio_test_region]
+        return self.app_base_url
+
+    @property
     def dry_run(self) -> bool:
         """No Track credentials: compute and record every request, send nothing."""
         return not (self.customerio_site_id and self.customerio_track_api_key)
+
+    @property
+    def has_test_workspace(self) -> bool:
+        """Track credentials of a test-mode workspace are configured."""
+        return bool(self.customerio_test_site_id and self.customerio_test_track_api_key)
+
+    @property
+    def test_mode_route(self) -> TestModeRoute:
+        """Where livemode:false events go. BILLBRIDGE_TEST_MODE_EVENTS unset: the test
+        workspace, or dry_run without one; `deliver`: the test workspace when configured,
+        else the live one; `dry_run` and `ignore` as named."""
+        policy = self.test_mode_events
+        if policy in ("dry_run", "ignore"):
+            return policy
+        if self.has_test_workspace:
+            return "test"
+        return "live" if policy == "deliver" else "dry_run"
 
     @property
     def webhook_secrets(self) -> tuple[str, ...]:

@@ -31,8 +31,8 @@ from billbridge.stripe.api import StripeAPI
 
 log = structlog.get_logger("billbridge.credentials")
 
-ConnectionName = Literal["stripe", "customerio"]
-CONNECTIONS: tuple[ConnectionName, ...] = ("stripe", "customerio")
+ConnectionName = Literal["stripe", "customerio", "customerio_test"]
+CONNECTIONS: tuple[ConnectionName, ...] = ("stripe", "customerio", "customerio_test")
 DEFAULT_TTL = 5.0  # seconds between looks at the stored credentials
 
 
@@ -70,6 +70,39 @@ FIELDS: tuple[Field, ...] = (
         "App API key",
     ),
     Field("customerio", "region", "customerio_region", "CUSTOMERIO_REGION", False, "Region"),
+    # The test-mode workspace: Stripe livemode:false events go there.
+    Field(
+        "customerio_test",
+        "site_id",
+        "customerio_test_site_id",
+        "CUSTOMERIO_TEST_SITE_ID",
+        False,
+        "Site ID",
+    ),
+    Field(
+        "customerio_test",
+        "track_api_key",
+        "customerio_test_track_api_key",
+        "CUSTOMERIO_TEST_TRACK_API_KEY",
+        True,
+        "Track API key",
+    ),
+    Field(
+        "customerio_test",
+        "app_api_key",
+        "customerio_test_app_api_key",
+        "CUSTOMERIO_TEST_APP_API_KEY",
+        True,
+        "App API key",
+    ),
+    Field(
+        "customerio_test",
+        "region",
+        "customerio_test_region",
+        "CUSTOMERIO_TEST_REGION",
+        False,
+        "Region",
+    ),
 )
 
 
@@ -256,8 +289,9 @@ class CredentialsProvider:
             region = merged.get("region")
             if region is not None and region not in ("us", "eu"):
                 problems["region"] = "must be us or eu"
-            site = merged.get("site_id") or _from_env(self._base, FIELDS[1])
-            track = merged.get("track_api_key") or _from_env(self._base, FIELDS[2])
+            known = {f.name: f for f in fields_of(connection)}
+            site = merged.get("site_id") or _from_env(self._base, known["site_id"])
+            track = merged.get("track_api_key") or _from_env(self._base, known["track_api_key"])
             if bool(site) != bool(track):
                 missing = "track_api_key" if site else "site_id"
                 problems[missing] = "the Site ID and the Track API key go together"

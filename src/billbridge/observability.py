@@ -164,6 +164,13 @@ class Metrics:
             "Stripe events found by reconcile in the Events API that had never arrived.",
             registry=self.registry,
         )
+        self.late_deliveries = Counter(
+            "billbridge_late_deliveries",
+            "Deliveries of Customer.io events finished more than 72 h after Stripe created "
+            "the event, by the workflow's late_events policy (record, trigger, skip).",
+            ["policy"],
+            registry=self.registry,
+        )
         self._store_collector: _StoreCollector | None = None
 
     def watch_store(self, stats: Callable[[], StoreStats]) -> None:

@@ -120,10 +120,12 @@ def test_dashboard_flow(
     page.locator("#customerio-site_id").fill(config.site_id)
     page.locator("#customerio-track_api_key").fill(config.track_api_key)
     page.locator("#customerio-app_api_key").fill(config.app_api_key)
-    page.get_by_role("button", name="Save Customer.io").click()
+    page.get_by_role("button", name="Save Customer.io", exact=True).click()
     expect(page.get_by_text("Saved (encrypted).")).to_be_visible()
     assert config.track_api_key not in page.content()  # never shown back in full
-    customerio = page.locator("section", has=page.get_by_role("heading", name="Customer.io"))
+    customerio = page.locator(
+        "section", has=page.get_by_role("heading", name="Customer.io", exact=True)
+    )
     customerio.get_by_role("button", name="Test connection").click()
     expect(page.get_by_text(re.compile("Customer.io connection works"))).to_be_visible()
 
@@ -178,7 +180,9 @@ def test_dashboard_flow(
     cio.wait_for(lambda: [e for e in cio.events if e.get("name") == "payment_failed"])
 
     # 6. A signed webhook arrives; the event page shows it succeed.
-    ok_id = dashboard.post_event(sample_event("charge.failed", customer_id="cus_BrowserOk01"))
+    ok_id = dashboard.post_event(
+        sample_event("charge.failed", livemode=True, customer_id="cus_BrowserOk01")
+    )
     page.get_by_role("link", name="Events", exact=True).click()
     page.get_by_label("Customer ID").fill("cus_BrowserOk01")
     page.get_by_role("button", name="Search", exact=True).click()
@@ -208,7 +212,9 @@ def test_dashboard_flow(
     # then sends each delivery on its own, which meets the 400 above).
     cio.fail_next(400, count=None, path_prefix="/api/v2/batch", body={"errors": []})
     failed_ids = [
-        dashboard.post_event(sample_event("charge.failed", customer_id=f"cus_BrowserBad0{n}"))
+        dashboard.post_event(
+            sample_event("charge.failed", livemode=True, customer_id=f"cus_BrowserBad0{n}")
+        )
         for n in (1, 2)
     ]
     event_url = f"{url}/events/{failed_ids[0]}"

@@ -66,6 +66,20 @@ T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def workspace_env(config: FakeConfig, url: str, workspace: str) -> dict[str, str]:
+    """Billbridge's environment pointing its `live` workspace, its `test` workspace
+    (CUSTOMERIO_TEST_*) or `both` at a fake with these credentials at `url`."""
+    live = {
+        "CUSTOMERIO_SITE_ID": config.site_id,
+        "CUSTOMERIO_TRACK_API_KEY": config.track_api_key,
+        "CUSTOMERIO_APP_API_KEY": config.app_api_key,
+        "CUSTOMERIO_TRACK_URL": url,
+        "CUSTOMERIO_APP_URL": url,
+    }
+    test = {name.replace("CUSTOMERIO_", "CUSTOMERIO_TEST_", 1): v for name, v in live.items()}
+    return {"live": live, "test": test, "both": {**live, **test}}[workspace]
+
+
 class FakeCustomerIO:
     """The fake served by uvicorn in a background thread on 127.0.0.1 (a free port by default).
 
@@ -99,16 +113,11 @@ class FakeCustomerIO:
     def config(self) -> FakeConfig:
         return self.app.config
 
-    def settings_env(self) -> dict[str, str]:
-        """The CUSTOMERIO_* environment names and values that point Billbridge here."""
-        config = self.app.config
-        return {
-            "CUSTOMERIO_SITE_ID": config.site_id,
-            "CUSTOMERIO_TRACK_API_KEY": config.track_api_key,
-            "CUSTOMERIO_APP_API_KEY": config.app_api_key,
-            "CUSTOMERIO_TRACK_URL": self.url,
-            "CUSTOMERIO_APP_URL": self.url,
-        }
+    def settings_env(self, workspace: str = "both") -> dict[str, str]:
+        """The CUSTOMERIO_* environment names and values that point Billbridge here:
+        as its live workspace (`live`), its test workspace (`test`: CUSTOMERIO_TEST_*),
+        or both (the default: test-mode events are delivered here too)."""
+        return workspace_env(self.app.config, self.url, workspace)
 
     def start(self) -> FakeCustomerIO:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -312,16 +321,10 @@ class FakeCustomerIOProcess:
     track_url = url
     app_url = url
 
-    def settings_env(self) -> dict[str, str]:
-        """The CUSTOMERIO_* environment (with the fake's default credentials)."""
-        config = FakeConfig()
-        return {
-            "CUSTOMERIO_SITE_ID": config.site_id,
-            "CUSTOMERIO_TRACK_API_KEY": config.track_api_key,
-            "CUSTOMERIO_APP_API_KEY": config.app_api_key,
-            "CUSTOMERIO_TRACK_URL": self.url,
-            "CUSTOMERIO_APP_URL": self.url,
-        }
+    def settings_env(self, workspace: str = "both") -> dict[str, str]:
+        """The CUSTOMERIO_* environment (with the fake's default credentials); `workspace`
+        as in `FakeCustomerIO.settings_env`."""
+        return workspace_env(FakeConfig(), self.url, workspace)
 
     def start(self) -> FakeCustomerIOProcess:
         command = [sys.executable, "-m", "tests.fakes.customerio", "--port", str(self.port)]

@@ -36,6 +36,7 @@ PERSON_ACTIONS = {
     "suppress",
     "unsuppress",
 }
+CAMPAIGN_WINDOW = 72 * 3600  # seconds: older event timestamps start no campaign
 OBJECT_ACTIONS = {"identify", "identify_anonymous", "delete", "add_relationships"}
 OBJECT_ACTIONS |= {"delete_relationships"}
 EVENT_TYPES = ("event", "page", "screen")
@@ -293,7 +294,16 @@ class Workspace:
     # Events ----------------------------------------------------------------------------
 
     def track(self, event: dict[str, Any], kind: str | None, value: str | None) -> bool:
-        """Store an event; False when it was ignored (duplicate id or suppressed person)."""
+        """Store an event; False when it was ignored (duplicate id or suppressed person).
+
+        Each stored event says whether it could start campaigns: only an event whose
+        `timestamp` lies within the past 72 hours when it arrives can (customerio-api.md
+        §3); one without a timestamp takes the time of receipt.
+        """
+        received = int(time.time())
+        stamp = event.get("timestamp")
+        fresh = not is_int(stamp) or received - int(stamp) <= CAMPAIGN_WINDOW
+        event = {**event, "received_at": received, "triggers_campaigns": fresh}
         self._log("track", event, kind, value)
         return self._do_track(event, kind, value)
 

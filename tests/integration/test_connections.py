@@ -159,7 +159,7 @@ def test_saved_credentials_apply_without_a_restart(tmp_path: Path) -> None:
             BILLBRIDGE_RETRY_SCHEDULE="0.2",
         )
         with running_dashboard(settings, run_worker=True) as (url, services):
-            before = sample_event("customer.created")
+            before = sample_event("customer.created", livemode=True)
             _webhook(url, before)
 
             def status_of(event_id: str) -> str | None:
@@ -182,7 +182,7 @@ def test_saved_credentials_apply_without_a_restart(tmp_path: Path) -> None:
                 timeout=10,
             )
             assert saved.json()["dry_run"] is False
-            after = sample_event("customer.created")
+            after = sample_event("customer.created", livemode=True)
             _webhook(url, after)
             assert "succeeded" in wait_until(lambda: status_of(after["id"]), timeout=30)
             assert cio.requests

@@ -9,6 +9,10 @@ connection after the request went out -> `RetryableDeliveryError` when the reque
 idempotent, `AmbiguousSendError` when it is not (it may have been acted on); 3xx and other
 4xx -> `TerminalDeliveryError`. Error messages name the method and the path with the person
 identifier replaced by `{identifier}`; they never hold a key, a header or the request body.
+
+Two workspaces: `mode="live"` (CUSTOMERIO_*) and `mode="test"` (CUSTOMERIO_TEST_*, for
+Stripe test-mode events). Every call names its mode, so one call (or one v2 batch) never
+reaches both.
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
+from pydantic import SecretStr
 
 from billbridge import __version__
-from billbridge.config import Settings
+from billbridge.config import CioMode, Settings
 from billbridge.customerio.batch import (
     BatchItemError,
     BatchResult,
@@ -52,8 +58,11 @@ ERROR_BODY_LIMIT = 2048  # bytes of an error answer kept on the exception
 RESPONSE_BODY_LIMIT = 4096  # bytes of a 2xx answer kept on the CioResponse
 DETAIL_LIMIT = 300  # characters of Customer.io's error detail put in a message
 
-_TRACK_ENV = "CUSTOMERIO_SITE_ID and CUSTOMERIO_TRACK_API_KEY"
-_APP_ENV = "CUSTOMERIO_APP_API_KEY"
+_TRACK_ENV = {
+    "live": "CUSTOMERIO_SITE_ID and CUSTOMERIO_TRACK_API_KEY",
+    "test": "CUSTOMERIO_TEST_SITE_ID and CUSTOMERIO_TEST_TRACK_API_KEY",
+}
+_APP_ENV = {"live": "CUSTOMERIO_APP_API_KEY", "test": "CUSTOMERIO_TEST_APP_API_KEY"}
 # Path segments that follow these names hold personal data or device tokens.
 _SCRUBBED_SEGMENTS = {"customers": "{identifier}", "devices": "{device_id}"}
 # Body keys whose string values identify a person; they are scrubbed from error details.
@@ -152,6 +161,45 @@ def _scrub(text: str, values: list[str]) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class _Workspace:
+    """One workspace's origins and ready-made Authorization headers (None: not configured)."""
+
+    track_url: str
+    app_url: str
+    track_auth: str | None
+    app_auth: str | None
+
+
+def _basic(site_id: str | None, key: SecretStr | None) -> str | None:
+    if not (site_id and key):
+        return None
+    pair = f"{site_id}:{key.get_secret_value()}"
+    return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+
+def _bearer(key: SecretStr | None) -> str | None:
+    return "Bearer " + key.get_secret_value() if key else None  # "" counts as not set
+
+
+def workspaces_of(settings: Settings) -> dict[CioMode, _Workspace]:
+    """The live and the test workspace as `settings` configures them."""
+    return {
+        "live": _Workspace(
+            settings.track_base_url,
+            settings.app_base_url,
+            _basic(settings.customerio_site_id, settings.customerio_track_api_key),
+            _bearer(settings.customerio_app_api_key),
+        ),
+        "test": _Workspace(
+            settings.test_track_base_url,
+            settings.test_app_base_url,
+            _basic(settings.customerio_test_site_id, settings.customerio_test_track_api_key),
+            _bearer(settings.customerio_test_app_api_key),
+        ),
+    }
+
+
 class CustomerIOClient:
     """Track and App API calls with authentication, timeouts and error classification.
 
@@ -200,18 +248,14 @@ class CustomerIOClient:
 
     def _configure(self, settings: Settings) -> None:
         self._settings = settings
-        self._track_url = settings.track_base_url
-        self._app_url = settings.app_base_url
-        self._track_auth: str | None = None
-        if settings.customerio_site_id and settings.customerio_track_api_key:
-            pair = f"{settings.customerio_site_id}:"
-            pair += settings.customerio_track_api_key.get_secret_value()
-            self._track_auth = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        self._app_auth: str | None = None
-        if settings.customerio_app_api_key:
-            self._app_auth = "Bearer " + settings.customerio_app_api_key.get_secret_value()
-        keys = (settings.customerio_track_api_key, settings.customerio_app_api_key)
-        self._secrets = [key.get_secret_value() for key in keys if key is not None]
+        self._workspaces = workspaces_of(settings)
+        keys = (
+            settings.customerio_track_api_key,
+            settings.customerio_app_api_key,
+            settings.customerio_test_track_api_key,
+            settings.customerio_test_app_api_key,
+        )
+        self._secrets = [key.get_secret_value() for key in keys if key]  # "" scrubs nothing
 
     def _current(self) -> None:
         """Pick up credentials changed since the last call (cheap when unchanged)."""
@@ -224,6 +268,13 @@ class CustomerIOClient:
         """No Track credentials right now: requests are computed and recorded, not sent."""
         self._current()
         return self._settings.dry_run
+
+    @property
+    def settings(self) -> Settings:
+        """The effective settings now (environment over credentials saved in the dashboard):
+        which workspaces are configured and where test-mode events go."""
+        self._current()
+        return self._settings
 
     async def __aenter__(self) -> CustomerIOClient:
         return self
@@ -242,20 +293,21 @@ class CustomerIOClient:
 
     # Public calls ---------------------------------------------------------------------
 
-    async def send(self, request: CioRequest) -> CioResponse:
-        """Send one call; return the 2xx answer or raise a classified `DeliveryError`."""
-        response, duration_ms = await self._exchange(request)
+    async def send(self, request: CioRequest, *, mode: CioMode = "live") -> CioResponse:
+        """Send one call to the `mode` workspace; return the 2xx answer or raise a
+        classified `DeliveryError`."""
+        response, duration_ms = await self._exchange(request, mode)
         return CioResponse(
             status_code=response.status_code,
             body=response.text[:RESPONSE_BODY_LIMIT],
             duration_ms=duration_ms,
         )
 
-    async def check_region(self) -> dict[str, Any]:
+    async def check_region(self, *, mode: CioMode = "live") -> dict[str, Any]:
         """`GET /api/v1/accounts/region`: `{url, region, environment_id}` of the Track
-        credentials; a good probe of the credentials and of CUSTOMERIO_REGION."""
+        credentials of `mode`; a good probe of the credentials and of the region."""
         request = CioRequest(api="track", method="GET", path="/api/v1/accounts/region")
-        response, _ = await self._exchange(request)
+        response, _ = await self._exchange(request, mode)
         try:
             data = response.json()
         except ValueError:
@@ -273,9 +325,12 @@ class CustomerIOClient:
             "environment_id": data.get("environment_id"),
         }
 
-    async def batch(self, operations: list[dict[str, Any]]) -> BatchResult:
-        """Send Track v2 operations through `POST /api/v2/batch`, split into requests under
-        500 KB; operations above 32 KB are not sent and come back in `errors`.
+    async def batch(
+        self, operations: list[dict[str, Any]], *, mode: CioMode = "live"
+    ) -> BatchResult:
+        """Send Track v2 operations to the `mode` workspace through `POST /api/v2/batch`,
+        split into requests under 500 KB; operations above 32 KB are not sent and come back
+        in `errors`.
 
         A failed request raises its `DeliveryError`; the requests before it were accepted.
         Re-sending the whole list is safe: identify upserts and events carry dedupe ids.
@@ -289,7 +344,7 @@ class CustomerIOClient:
                 path="/api/v2/batch",
                 body={"batch": [operations[index] for index in chunk]},
             )
-            response, _ = await self._exchange(request)
+            response, _ = await self._exchange(request, mode)
             sent += 1
             if response.status_code == 207:
                 errors.extend(parse_partial_errors(response.text, chunk))
@@ -298,24 +353,29 @@ class CustomerIOClient:
 
     # Internals ------------------------------------------------------------------------
 
-    def _target(self, api: CioApi) -> tuple[str, str]:
+    def _target(self, api: CioApi, mode: CioMode) -> tuple[str, str]:
         self._current()
+        workspace = self._workspaces[mode]
+        which = "" if mode == "live" else "test workspace "
         if api == "track":
-            if self._track_auth is None:
+            if workspace.track_auth is None:
                 raise TerminalDeliveryError(
-                    f"Customer.io Track API credentials are not configured: set {_TRACK_ENV}"
+                    f"Customer.io {which}Track API credentials are not configured: set "
+                    f"{_TRACK_ENV[mode]}"
                 )
-            return self._track_url, self._track_auth
-        if self._app_auth is None:
+            return workspace.track_url, workspace.track_auth
+        if workspace.app_auth is None:
             raise TerminalDeliveryError(
-                "Customer.io App API key is not configured (needed for transactional mail "
-                f"and broadcasts): set {_APP_ENV}"
+                f"Customer.io {which}App API key is not configured (needed for transactional "
+                f"mail and broadcasts): set {_APP_ENV[mode]}"
             )
-        return self._app_url, self._app_auth
+        return workspace.app_url, workspace.app_auth
 
-    async def _exchange(self, request: CioRequest) -> tuple[httpx.Response, float]:
+    async def _exchange(
+        self, request: CioRequest, mode: CioMode = "live"
+    ) -> tuple[httpx.Response, float]:
         """One HTTP exchange; returns a 2xx response or raises a classified error."""
-        base_url, authorization = self._target(request.api)
+        base_url, authorization = self._target(request.api, mode)
         where = f"{request.method} {safe_path(request.path)}"
         headers = {"Authorization": authorization}
         content: bytes | None = None
@@ -342,16 +402,17 @@ class CustomerIOClient:
         duration_ms = (time.perf_counter() - started) * 1000
         if 200 <= response.status_code < 300:
             return response, duration_ms
-        raise self._status_error(request, response, where)
+        raise self._status_error(request, response, where, mode)
 
     def _status_error(
-        self, request: CioRequest, response: httpx.Response, where: str
+        self, request: CioRequest, response: httpx.Response, where: str, mode: CioMode
     ) -> DeliveryError:
         status = response.status_code
         text = response.text
         detail = error_detail(text)
         suffix = f": {_scrub(detail, _sensitive_values(request))}" if detail else ""
         body = text[:ERROR_BODY_LIMIT]
+        region_env = "CUSTOMERIO_REGION" if mode == "live" else "CUSTOMERIO_TEST_REGION"
         if 300 <= status < 400:
             hint = "the workspace is probably in the other region"
             location = urlsplit(response.headers.get("location", "")).hostname or ""
@@ -360,7 +421,7 @@ class CustomerIOClient:
                 hint = f"it points to {location}, so the workspace is probably in region {region}"
             return TerminalDeliveryError(
                 f"Customer.io answered {status} (a redirect) to {where} and Billbridge does not "
-                f"follow redirects; {hint}: set CUSTOMERIO_REGION (us or eu) to the "
+                f"follow redirects; {hint}: set {region_env} (us or eu) to the "
                 "workspace's region",
                 status_code=status,
                 response_body=body,
@@ -373,10 +434,9 @@ class CustomerIOClient:
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
         if status in (401, 403):
-            env = _TRACK_ENV if request.api == "track" else _APP_ENV
+            env = (_TRACK_ENV if request.api == "track" else _APP_ENV)[mode]
             return TerminalDeliveryError(
-                f"Customer.io answered {status} to {where}{suffix}: check {env} "
-                "and CUSTOMERIO_REGION",
+                f"Customer.io answered {status} to {where}{suffix}: check {env} and {region_env}",
                 status_code=status,
                 response_body=body,
             )

@@ -11,10 +11,15 @@ deliveries are paid once per batch, not once per delivery:
 The order of decisions for one delivery, each recorded as its status:
 
     workflow gone or changed  -> skipped
-    test-mode event, policy   -> skipped (ignore) / computed but not sent (dry_run)
+    test-mode event, policy   -> skipped (ignore) / computed but not sent (dry_run; the
+                                 default without a test workspace) / sent to the test
+                                 workspace (CUSTOMERIO_TEST_*) or, with `deliver` and no
+                                 test workspace, to the live one
     person unresolvable       -> skipped, with the reason
     filter false, Skip        -> skipped, with the reason
     template error            -> failed (fix the workflow, then replay)
+    event call > 72 h late    -> the workflow's late_events policy (workflows/late_events.py):
+                                 record / trigger (sent, marked late) or skip (skipped)
     no credentials            -> dry_run, with the exact request
     non-idempotent, sent once -> skipped unless the replay was forced
     Customer.io 2xx           -> succeeded
@@ -28,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +42,7 @@ import orjson
 import structlog
 
 from billbridge.billing.context import billing_context, deleted_policy_skip
-from billbridge.config import Settings
+from billbridge.config import CioMode, Settings
 from billbridge.customerio.client import CustomerIOClient
 from billbridge.customerio.requests import CioRequest
 from billbridge.customerio.v2 import to_batch_operation
@@ -62,6 +67,13 @@ from billbridge.store.records import (
 )
 from billbridge.stripe.events import customer_id_of
 from billbridge.workflows.catalog import WorkflowCatalog
+from billbridge.workflows.late_events import (
+    LateDecision,
+    LateSkip,
+    recorded_policy,
+    send_now,
+    summary_with_late,
+)
 from billbridge.workflows.planner import Skip, plan_action
 from billbridge.workflows.templates import TemplateError
 
@@ -80,6 +92,8 @@ class _Ready:
     claim: ClaimedDelivery
     request: CioRequest
     started: float
+    late: LateDecision | None = None
+    mode: CioMode = "live"  # the Customer.io workspace it goes to
 
 
 class DeliveryExecutor:
@@ -197,16 +211,10 @@ class DeliveryExecutor:
                 f"workflow {claim.workflow_id!r} changed: action {claim.action_index} "
                 f"is no longer a {claim.action_type!r}",
             )
-        no_credentials = self._cio.dry_run  # credentials may be saved in the dashboard
-        dry_run = no_credentials
-        if not claim.livemode:
-            if self._settings.test_mode_events == "ignore":
-                return _skip(
-                    claim,
-                    started,
-                    "test-mode events are ignored (BILLBRIDGE_TEST_MODE_EVENTS=ignore)",
-                )
-            dry_run = dry_run or self._settings.test_mode_events == "dry_run"
+        # Effective settings: credentials may be saved in the dashboard.
+        mode, dry_reason = _route(self._cio.settings, claim.livemode)
+        if mode is None:
+            return _skip(claim, started, dry_reason or "")
 
         event_key = ("event", claim.event_id)
         if event_key not in memo:
@@ -246,25 +254,29 @@ class DeliveryExecutor:
             return _done(claim, "failed", attempt, str(exc))
         if isinstance(planned, Skip):
             return _skip(claim, started, planned.reason)
+        sending, late = send_now(
+            planned, created=claim.event_created, now=time.time(), policy=workflow.late_events
+        )
+        if isinstance(sending, LateSkip):
+            attempt = _attempt("skipped", planned, started, error=sending.reason, late=late)
+            return _done(claim, "skipped", attempt, sending.reason)
+        planned = sending
 
-        if dry_run:
-            reason = (
-                "dry run: Customer.io credentials are not configured"
-                if no_credentials
-                else "dry run: test-mode event (BILLBRIDGE_TEST_MODE_EVENTS=dry_run)"
-            )
-            return _done(claim, "dry_run", _attempt("dry_run", planned, started), reason)
+        if dry_reason is not None:
+            attempt = _attempt("dry_run", planned, started, late=late)
+            return _done(claim, "dry_run", attempt, dry_reason)
         if not planned.idempotent and claim.sent_ok and not claim.force:
             reason = "already sent once; replay with force to send it again"
             attempt = _attempt("skipped", planned, started, error=reason)
             return _done(claim, "skipped", attempt, reason)
-        return _Ready(claim, planned, started)
+        return _Ready(claim, planned, started, late, mode)
 
     # Send ---------------------------------------------------------------------------------
 
     async def _send_all(self, ready: list[_Ready]) -> list[Completion]:
         """Person calls of several deliveries go out as v2 batches; the rest one by one."""
-        batched: list[tuple[_Ready, dict[str, Any]]] = []
+        # One list per workspace: a v2 batch never mixes live and test calls.
+        batched: dict[CioMode, list[tuple[_Ready, dict[str, Any]]]] = {"live": [], "test": []}
         single: list[_Ready] = []
         batching = self._settings.track_batching == "auto" and len(ready) > 1
         for item in ready:
@@ -272,44 +284,46 @@ class DeliveryExecutor:
             if operation is None:
                 single.append(item)
             else:
-                batched.append((item, operation))
-        if len(batched) == 1:
-            single.append(batched.pop()[0])
-        jobs = [self._send_one(item) for item in single]
-        jobs.extend(
-            self._send_batch(batched[start : start + MAX_BATCH_OPERATIONS])
-            for start in range(0, len(batched), MAX_BATCH_OPERATIONS)
-        )
+                batched[item.mode].append((item, operation))
+        jobs: list[Coroutine[Any, Any, list[Completion]]] = []
+        for group in batched.values():
+            if len(group) == 1:
+                single.append(group.pop()[0])
+            jobs.extend(
+                self._send_batch(group[start : start + MAX_BATCH_OPERATIONS])
+                for start in range(0, len(group), MAX_BATCH_OPERATIONS)
+            )
+        jobs.extend(self._send_one(item) for item in single)
         results = await asyncio.gather(*jobs)
         return [completion for group in results for completion in group]
 
     async def _send_one(self, item: _Ready) -> list[Completion]:
-        claim, request, started = item.claim, item.request, item.started
+        claim, request, started, late = item.claim, item.request, item.started, item.late
         try:
-            response = await self._cio.send(request)
+            response = await self._cio.send(request, mode=item.mode)
         except AmbiguousSendError as exc:
             if self._settings.transactional_timeout_policy == "retry":
-                return [self._retry_or_fail(claim, exc, _attempt("unknown", request, started, exc))]
+                attempt = _attempt("unknown", request, started, exc, late=late)
+                return [self._retry_or_fail(claim, exc, attempt)]
             reason = (
                 f"{exc}. Customer.io may or may not have sent it, so it is not retried "
                 "automatically; check the message log in Customer.io and replay with force "
                 "to send it again"
             )
-            attempt = _attempt("unknown", request, started, exc, error=reason)
+            attempt = _attempt("unknown", request, started, exc, error=reason, late=late)
             return [_done(claim, "failed", attempt, reason)]
         except TerminalDeliveryError as exc:
-            attempt = _attempt("terminal_error", request, started, exc)
+            attempt = _attempt("terminal_error", request, started, exc, late=late)
             return [_done(claim, "failed", attempt, str(exc))]
         except DeliveryError as exc:
-            return [
-                self._retry_or_fail(claim, exc, _attempt("retryable_error", request, started, exc))
-            ]
+            attempt = _attempt("retryable_error", request, started, exc, late=late)
+            return [self._retry_or_fail(claim, exc, attempt)]
         self._metrics.attempt_duration.observe(response.duration_ms / 1000)
         attempt = AttemptRecord(
             outcome="succeeded",
             started_at=started,
             duration_ms=response.duration_ms,
-            request=request.summary(),
+            request=summary_with_late(request, late),
             response_status=response.status_code,
             response_body=response.body[:_BODY_KEEP],
         )
@@ -321,7 +335,7 @@ class DeliveryExecutor:
         operations = [operation for _, operation in items]
         started = time.time()
         try:
-            result = await self._cio.batch(operations)
+            result = await self._cio.batch(operations, mode=items[0][0].mode)
         except TerminalDeliveryError:
             # The whole request was refused (400, 401, ...): send each delivery on its own so
             # that one bad operation cannot fail the others, and each gets its own reason.
@@ -337,6 +351,7 @@ class DeliveryExecutor:
                     started,
                     status=exc.status_code,
                     error=str(exc),
+                    late=item.late,
                 )
                 completions.append(self._retry_or_fail(item.claim, exc, attempt))
             return completions
@@ -348,7 +363,13 @@ class DeliveryExecutor:
             error = refused.get(index)
             if error is None:
                 attempt = _batch_attempt(
-                    "succeeded", operation, len(items), started, status=200, error=None
+                    "succeeded",
+                    operation,
+                    len(items),
+                    started,
+                    status=200,
+                    error=None,
+                    late=item.late,
                 )
                 completions.append(_done(item.claim, "succeeded", attempt, None))
                 continue
@@ -356,7 +377,13 @@ class DeliveryExecutor:
             if error.field:
                 reason += f" ({error.field})"
             attempt = _batch_attempt(
-                "terminal_error", operation, len(items), started, status=207, error=reason
+                "terminal_error",
+                operation,
+                len(items),
+                started,
+                status=207,
+                error=reason,
+                late=item.late,
             )
             completions.append(_done(item.claim, "failed", attempt, reason))
         return completions
@@ -389,6 +416,9 @@ class DeliveryExecutor:
         owned = await self._finish_when_possible(completions)
         for completion, still_owned in zip(completions, owned, strict=True):
             self._metrics.attempts.labels(completion.attempt.outcome).inc()
+            late = recorded_policy(completion.attempt.request)
+            if late is not None and still_owned and completion.status is not None:
+                self._metrics.late_deliveries.labels(late).inc()
             fields = {"delivery_id": completion.delivery_id, "reason": completion.error}
             if not still_owned:
                 log.warning("lease lost before completion; the new owner decides", **fields)
@@ -402,6 +432,30 @@ class DeliveryExecutor:
                 log.error("delivery failed", **fields)
             else:
                 log.debug("delivery finished", status=completion.status, **fields)
+
+
+_NO_TEST_WORKSPACE = (
+    "dry run: test-mode event and no test workspace is configured (set "
+    "CUSTOMERIO_TEST_SITE_ID and CUSTOMERIO_TEST_TRACK_API_KEY, or save one on the "
+    "Connections page; BILLBRIDGE_TEST_MODE_EVENTS=deliver sends them to the live workspace)"
+)
+
+
+def _route(settings: Settings, livemode: bool) -> tuple[CioMode | None, str | None]:
+    """(workspace, dry-run reason) for an event of this mode; (None, reason) = skip it."""
+    if livemode:
+        no_credentials = "dry run: Customer.io credentials are not configured"
+        return "live", no_credentials if settings.dry_run else None
+    route = settings.test_mode_route
+    if route == "ignore":
+        return None, "test-mode events are ignored (BILLBRIDGE_TEST_MODE_EVENTS=ignore)"
+    if route == "dry_run":
+        if settings.test_mode_events == "dry_run":
+            return "test", "dry run: test-mode event (BILLBRIDGE_TEST_MODE_EVENTS=dry_run)"
+        return "test", _NO_TEST_WORKSPACE
+    if route == "test":
+        return "test", None
+    return _route(settings, livemode=True)
 
 
 def _done(
@@ -434,13 +488,14 @@ def _attempt(
     exc: DeliveryError | None = None,
     *,
     error: str | None = None,
+    late: LateDecision | None = None,
 ) -> AttemptRecord:
     body = exc.response_body if exc is not None else None
     return AttemptRecord(
         outcome=outcome,
         started_at=started,
         duration_ms=(time.time() - started) * 1000,
-        request=request.summary() if request is not None else None,
+        request=summary_with_late(request, late) if request is not None else None,
         response_status=exc.status_code if exc is not None else None,
         response_body=body[:_BODY_KEEP] if body else None,
         error=error if error is not None else (str(exc) if exc is not None else None),
@@ -455,19 +510,23 @@ def _batch_attempt(
     *,
     status: int | None,
     error: str | None,
+    late: LateDecision | None = None,
 ) -> AttemptRecord:
     """The attempt of one delivery sent inside a v2 batch: its own operation, the batch size."""
+    request: dict[str, Any] = {
+        "api": "track",
+        "method": "POST",
+        "path": "/api/v2/batch",
+        "operation": operation,
+        "batch_size": batch_size,
+    }
+    if late is not None:
+        request["late"] = late.marker()
     return AttemptRecord(
         outcome=outcome,
         started_at=started,
         duration_ms=(time.time() - started) * 1000,
-        request={
-            "api": "track",
-            "method": "POST",
-            "path": "/api/v2/batch",
-            "operation": operation,
-            "batch_size": batch_size,
-        },
+        request=request,
         response_status=status,
         error=error,
     )

@@ -38,6 +38,7 @@ from billbridge.services import Services
 from billbridge.store.base import Store
 from billbridge.stripe.listing import StripeLister
 from billbridge.workflows.catalog import WorkflowCatalog
+from billbridge.workflows.late_events import LATE_AFTER
 
 CURSOR_KEY = "reconcile.cursor"
 OVERLAP = 600  # seconds re-listed before the cursor
@@ -60,6 +61,9 @@ class ReconcileReport:
     cursor: int  # the stored cursor after the run
     seconds: float  # wall time
     stopped: bool = False  # interrupted by shutdown (the cursor was not moved)
+    # Of the recovered events, those created more than 72 h before this run: their event
+    # deliveries follow each workflow's late_events policy (workflows/late_events.py).
+    late: int = 0
 
 
 def reconcile_types(catalog: WorkflowCatalog) -> list[str]:
@@ -120,7 +124,8 @@ class Reconciler:
         requests_before = self._lister.requests
         start = self.window_start(since)
         types = reconcile_types(self._catalog)
-        listed = recovered = 0
+        listed = recovered = late = 0
+        late_before = self._clock() - LATE_AFTER
         newest = start
         stopped = False
         for group in chunked(types):
@@ -135,6 +140,8 @@ class Reconciler:
                 if result.inserted:
                     recovered += 1
                     self._metrics.reconcile_recovered.inc()
+                    if isinstance(created, int) and created < late_before:
+                        late += 1
                     log.info(
                         "missed event recovered",
                         stripe_event_id=event.get("id"),
@@ -158,6 +165,7 @@ class Reconciler:
             cursor=cursor if not stopped else (previous or 0),
             seconds=time.perf_counter() - started,
             stopped=stopped,
+            late=late,
         )
 
 
@@ -201,6 +209,7 @@ async def _periodic(
                     "reconcile done",
                     listed=report.listed,
                     recovered=report.recovered,
+                    late=report.late,
                     stripe_requests=report.requests,
                 )
             with contextlib.suppress(TimeoutError):

@@ -71,7 +71,9 @@ def _invalid(problems: dict[str, str]) -> JSONResponse:
 
 
 def _workflow_data(workflow: Workflow) -> dict[str, Any]:
-    return workflow.to_data()
+    data = workflow.to_data()
+    data.setdefault("late_events", workflow.late_events)  # exports omit the default
+    return data
 
 
 def build_api_router() -> APIRouter:

@@ -74,6 +74,9 @@ def build_access_api_router() -> APIRouter:
     return router
 
 
+_UNKNOWN_CONNECTION = "no such connection: use stripe, customerio or customerio_test"
+
+
 def _add_connection_routes(router: APIRouter) -> None:
     @router.get("/connections", tags=["settings"], summary="Stripe and Customer.io credentials")
     async def get_connections(request: Request) -> dict[str, Any]:
@@ -94,7 +97,7 @@ def _add_connection_routes(router: APIRouter) -> None:
     ) -> Any:
         connection = connection_name(name)
         if connection is None:
-            raise HTTPException(404, "no such connection: use stripe or customerio")
+            raise HTTPException(404, _UNKNOWN_CONNECTION)
         services = services_of(request)
         try:
             await anyio.to_thread.run_sync(lambda: services.credentials.save(connection, values))
@@ -110,7 +113,7 @@ def _add_connection_routes(router: APIRouter) -> None:
     async def post_connection_test(request: Request, name: str) -> dict[str, Any]:
         connection = connection_name(name)
         if connection is None:
-            raise HTTPException(404, "no such connection: use stripe or customerio")
+            raise HTTPException(404, _UNKNOWN_CONNECTION)
         return await test_connection(services_of(request), connection)
 
 

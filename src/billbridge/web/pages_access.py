@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from billbridge.accounts import authenticate, create_api_token
 from billbridge.config import Settings
-from billbridge.credentials import CredentialsError, fields_of
+from billbridge.credentials import CONNECTIONS, CredentialsError, fields_of
 from billbridge.errors import ConfigurationError
 from billbridge.web.api_access import build_access_api_router
 from billbridge.web.auth import (
@@ -150,7 +150,7 @@ async def _connections_page(
             "user": user,
             "active": "connections",
             "view": view,
-            "fields": {name: fields_of(name) for name in ("stripe", "customerio")},
+            "fields": {name: fields_of(name) for name in CONNECTIONS},
             "errors": errors or {},
             "flash": flash,
             "flash_kind": flash_kind,

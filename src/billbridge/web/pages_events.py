@@ -30,6 +30,7 @@ from billbridge.web.pages_common import (
     services_of,
 )
 from billbridge.workflows.event_types import event_type_catalog
+from billbridge.workflows.late_events import POLICY_HELP, describe_age, recorded_policy
 
 PAGE_SIZE = 50
 EVENT_STATUSES: tuple[str, ...] = get_args(EventStatus)
@@ -85,6 +86,7 @@ class TimelineEntry:
     tone: str  # ok, error, warn (a CSS modifier)
     request_line: str
     request_body: str | None
+    late: str | None = None  # the late_events policy applied, explained
 
 
 def _tone(outcome: str) -> str:
@@ -116,9 +118,22 @@ def timeline(delivery: DeliveryView) -> list[TimelineEntry]:
                 tone=_tone(attempt.outcome),
                 request_line=line or "no request was made",
                 request_body=None if body is None else json.dumps(body, indent=2),
+                late=late_note(request),
             )
         )
     return entries
+
+
+def late_note(request: dict[str, Any]) -> str | None:
+    """How a late event call was handled (the attempt's `late` marker), or None."""
+    policy = recorded_policy(request)
+    if policy is None:
+        return None
+    age = describe_age(int(request["late"].get("age_seconds") or 0))
+    return (
+        f"Late: {age} after Stripe created the event (more than 72 h). The workflow's "
+        f"late_events policy is {policy}: {POLICY_HELP[policy]}."
+    )
 
 
 def _pretty_response(body: str | None) -> str | None:
@@ -207,6 +222,7 @@ def build_events_router() -> APIRouter:
                 {
                     "delivery": delivery,
                     "timeline": timeline(delivery),
+                    "late": delivery.attempts and recorded_policy(delivery.attempts[-1].request),
                     "workflow": catalog.get(delivery.workflow_id),
                     "non_idempotent": delivery.action_type in NON_IDEMPOTENT,
                 }

@@ -192,12 +192,14 @@ def build_tryit_router() -> APIRouter:
                 error="Tick the box to confirm that these requests go to Customer.io for real.",
             )
         results: list[SendResult] = []
+        # A test-mode event goes to the test workspace when one is configured.
+        test = not event.get("livemode") and services.cio.settings.has_test_workspace
         for step in preview.steps:
             if step.planned is None:
                 continue
             line = _request_line(step.request)
             try:
-                answer = await services.cio.send(step.planned)
+                answer = await services.cio.send(step.planned, mode="test" if test else "live")
             except DeliveryError as exc:
                 results.append(
                     SendResult(

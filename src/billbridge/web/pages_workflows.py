@@ -34,6 +34,7 @@ from billbridge.web.pages_common import (
 )
 from billbridge.web.sample_fields import fields_for
 from billbridge.web.workflow_form import (
+    LATE_EVENTS_CHOICES,
     TRIGGER_MODES,
     EditorState,
     action_specs,
@@ -55,6 +56,7 @@ def anchors(state: EditorState) -> dict[str, str]:
         "trigger": "f-trigger-events-0",
         "trigger.events": "f-trigger-events-0",
         "trigger.mode": "f-trigger-mode",
+        "late_events": "f-late-events",
         "actions": "actions-heading",
     }
     for index in range(len(state.events)):
@@ -131,6 +133,7 @@ def editor_page(
         summary=[(path, message, _anchor(path, known)) for path, message in problems.items()],
         specs=action_specs(),
         modes=TRIGGER_MODES,
+        late_events_choices=LATE_EVENTS_CHOICES,
         event_types=event_type_catalog(),
         sample=sample,
         has_sample=set(SAMPLE_EVENT_TYPES),

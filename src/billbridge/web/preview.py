@@ -10,6 +10,7 @@ and meant for the CLI and the dashboard's "Try it".
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from billbridge.errors import StripeAPIError
 from billbridge.identity import Person, Unresolved
 from billbridge.services import Services
 from billbridge.store.base import Store
+from billbridge.workflows.late_events import LateSkip, send_now
 from billbridge.workflows.model import Workflow
 from billbridge.workflows.planner import Skip, plan_action
 from billbridge.workflows.templates import TemplateError
@@ -102,12 +104,21 @@ def plan_steps(
             continue
         if isinstance(planned, Skip):
             steps.append(PreviewStep(index, action.type, "skipped", reason=planned.reason))
-        else:
-            steps.append(
-                PreviewStep(
-                    index, action.type, "planned", request=planned.summary(), planned=planned
-                )
-            )
+            continue
+        # Sent now, an event older than 72 h follows the workflow's late_events policy.
+        created = event.get("created")
+        sending, _late = send_now(
+            planned,
+            created=created if isinstance(created, int) else int(time.time()),
+            now=time.time(),
+            policy=workflow.late_events,
+        )
+        if isinstance(sending, LateSkip):
+            steps.append(PreviewStep(index, action.type, "skipped", reason=sending.reason))
+            continue
+        steps.append(
+            PreviewStep(index, action.type, "planned", request=sending.summary(), planned=sending)
+        )
     return steps
 
 

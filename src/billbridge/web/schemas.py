@@ -23,6 +23,7 @@ from billbridge.store.records import (
     EventStatus,
     EventSummary,
 )
+from billbridge.workflows.late_events import recorded_policy
 
 
 class _Out(BaseModel):
@@ -106,6 +107,12 @@ class DeliveryOut(_Out):
     next_attempt_at: float | None = Field(description="Unix seconds, while pending or retrying")
     last_error: str | None = Field(description="why it failed, retries or was skipped")
     sent_ok: bool = Field(description="a non-idempotent send of it already succeeded once")
+    late_policy: str | None = Field(
+        default=None,
+        description="the workflow's late_events policy (record, trigger, skip) its latest "
+        "attempt applied: set when that event call was sent more than 72 h after Stripe "
+        "created the event",
+    )
     attempts: list[AttemptOut]
 
     @classmethod
@@ -120,6 +127,9 @@ class DeliveryOut(_Out):
             next_attempt_at=delivery.next_attempt_at,
             last_error=delivery.last_error,
             sent_ok=delivery.sent_ok,
+            late_policy=recorded_policy(delivery.attempts[-1].request)
+            if delivery.attempts
+            else None,
             attempts=[AttemptOut.from_record(attempt) for attempt in delivery.attempts],
         )
 

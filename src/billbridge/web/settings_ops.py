@@ -23,6 +23,7 @@ from billbridge.alerts.config import (
     own_endpoints,
 )
 from billbridge.alerts.monitor import AlertMonitor, load_alert_config, save_alert_config
+from billbridge.config import CioMode
 from billbridge.credentials import CONNECTIONS, ConnectionName
 from billbridge.errors import DeliveryError, StripeAPIError
 from billbridge.secret_box import SecretBox
@@ -46,32 +47,21 @@ def connection_name(name: str) -> ConnectionName | None:
 async def connections_view(services: Services) -> dict[str, Any]:
     """Each connection's fields (masked, with their source) and whether sends are dry runs."""
     described = await anyio.to_thread.run_sync(services.credentials.describe)
-    return {"connections": described, "dry_run": services.cio.dry_run}
+    effective = services.cio.settings
+    return {
+        "connections": described,
+        "dry_run": effective.dry_run,
+        # Where Stripe test-mode events go: test (the test workspace), live, dry_run, ignore.
+        "test_mode_events": effective.test_mode_route,
+    }
 
 
 async def test_connection(services: Services, name: ConnectionName) -> dict[str, Any]:
     """Customer.io: GET /api/v1/accounts/region (a detected region is saved unless the
     environment sets it). Stripe: one cheap read. Never raises for a failed check."""
     await anyio.to_thread.run_sync(services.credentials.refresh)
-    if name == "customerio":
-        if services.cio.dry_run:
-            return {"ok": False, "detail": "enter the Site ID and the Track API key first"}
-        try:
-            found = await services.cio.check_region()
-        except DeliveryError as exc:
-            return {"ok": False, "detail": str(exc)}
-        region = found.get("region")
-        detail = "Customer.io accepted the Track API credentials"
-        if region in ("us", "eu"):
-            detail += f"; the workspace is in region {region.upper()}"
-            current = services.credentials.current().customerio_region
-            described = await anyio.to_thread.run_sync(services.credentials.describe)
-            if region != current and described["customerio"]["region"]["source"] != "env":
-                await anyio.to_thread.run_sync(
-                    lambda: services.credentials.save("customerio", {"region": region})
-                )
-                detail += " (saved)"
-        return {"ok": True, "detail": detail, "region": region}
+    if name in ("customerio", "customerio_test"):
+        return await _test_customerio(services, name)
     api = await anyio.to_thread.run_sync(services.credentials.stripe_api)
     if api is None:
         return {"ok": False, "detail": "enter a Stripe secret or restricted key first"}
@@ -80,6 +70,35 @@ async def test_connection(services: Services, name: ConnectionName) -> dict[str,
     except StripeAPIError as exc:
         return {"ok": False, "detail": str(exc)}
     return {"ok": True, "detail": detail}
+
+
+async def _test_customerio(services: Services, name: ConnectionName) -> dict[str, Any]:
+    """GET /api/v1/accounts/region with the live (`customerio`) or the test workspace's
+    (`customerio_test`) Track credentials; a detected region is saved."""
+    mode: CioMode = "test" if name == "customerio_test" else "live"
+    effective = services.credentials.current()
+    configured = effective.has_test_workspace if mode == "test" else not effective.dry_run
+    if not configured:
+        return {"ok": False, "detail": "enter the Site ID and the Track API key first"}
+    try:
+        found = await services.cio.check_region(mode=mode)
+    except DeliveryError as exc:
+        return {"ok": False, "detail": str(exc)}
+    region = found.get("region")
+    which = "test workspace " if mode == "test" else ""
+    detail = f"Customer.io accepted the {which}Track API credentials"
+    if region in ("us", "eu"):
+        detail += f"; the workspace is in region {region.upper()}"
+        current = effective.customerio_region
+        if mode == "test":
+            current = effective.customerio_test_region or current
+        described = await anyio.to_thread.run_sync(services.credentials.describe)
+        if region != current and described[name]["region"]["source"] != "env":
+            await anyio.to_thread.run_sync(
+                lambda: services.credentials.save(name, {"region": region})
+            )
+            detail += " (saved)"
+    return {"ok": True, "detail": detail, "region": region}
 
 
 # Alerts ---------------------------------------------------------------------------------

@@ -22,10 +22,19 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from billbridge.workflows.late_events import (
+    DEFAULT_LATE_EVENTS,
+    LATE_EVENTS_POLICIES,
+    POLICY_HELP,
+)
 from billbridge.workflows.model import ACTION_TYPES, Action, TriggerMode
 
 FieldKind = Literal["text", "number", "id", "choice", "bool", "mapping"]
 TRIGGER_MODES: tuple[str, ...] = get_args(TriggerMode)
+# The `late_events` select: (value, explanation), the default first.
+LATE_EVENTS_CHOICES: tuple[tuple[str, str], ...] = tuple(
+    (policy, POLICY_HELP[policy]) for policy in LATE_EVENTS_POLICIES
+)
 
 ACTION_LABELS: dict[str, str] = {
     "identify": "Identify the person (create or update attributes)",
@@ -255,6 +264,7 @@ class EditorState:
     events: list[str] = field(default_factory=lambda: [""])
     mode: str = "any"
     filter: str = ""
+    late_events: str = DEFAULT_LATE_EVENTS
     actions: list[ActionState] = field(default_factory=list)
 
     @classmethod
@@ -268,6 +278,7 @@ class EditorState:
             events=[str(event) for event in trigger.get("events", [])] or [""],
             mode=str(trigger.get("mode", "any")),
             filter=str(data.get("filter") or ""),
+            late_events=str(data.get("late_events") or DEFAULT_LATE_EVENTS),
             actions=[ActionState.from_data(action) for action in data.get("actions", [])],
         )
 
@@ -283,6 +294,7 @@ class EditorState:
             events=[event.strip() for event in events] or [""],
             mode=form.get("trigger.mode", "any"),
             filter=form.get("filter", ""),
+            late_events=form.get("late_events", DEFAULT_LATE_EVENTS),
         )
         count = int(form.get("action_count", "0") or 0)
         for index in range(min(count, 50)):
@@ -321,6 +333,8 @@ class EditorState:
             data["description"] = self.description.strip()
         if self.filter.strip():
             data["filter"] = self.filter.strip()
+        if self.late_events != DEFAULT_LATE_EVENTS:
+            data["late_events"] = self.late_events
         return data, problems
 
     def apply(self, op: str, new_action_type: str = "") -> None:

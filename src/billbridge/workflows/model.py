@@ -31,6 +31,7 @@ from pydantic_core import ErrorDetails
 
 from billbridge.errors import WorkflowValidationError
 from billbridge.workflows.event_types import is_known_event_type, suggest_event_type
+from billbridge.workflows.late_events import DEFAULT_LATE_EVENTS, LateEventsPolicy
 from billbridge.workflows.templates import filter_syntax_problem, template_problems
 
 WORKFLOW_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -209,6 +210,8 @@ class Workflow(_Frozen):
     trigger: Trigger
     filter: str | None = None
     actions: list[Action] = Field(min_length=1, max_length=50)
+    # Event calls sent more than 72 h after Stripe created the event (workflows/late_events.py).
+    late_events: LateEventsPolicy = DEFAULT_LATE_EVENTS
 
     @field_validator("id")
     @classmethod
@@ -241,6 +244,8 @@ class Workflow(_Frozen):
         data = self.model_dump(mode="json", by_alias=True)
         if data.get("filter") is None:
             data.pop("filter", None)
+        if data.get("late_events") == DEFAULT_LATE_EVENTS:
+            data.pop("late_events")  # the default; exports stay as they were
         data["actions"] = [
             {
                 key: value
