@@ -8,7 +8,8 @@ Adds: the two ways to authenticate (`bearerToken`, `sessionCookie`) required on 
 is unavailable; the real error shapes (FastAPI's request validation, Billbridge's
 `{"detail", "errors"}` and a plain `{"detail"}` can each answer 422; 400 and 404 are
 `{"detail"}`); the Stripe webhook's request (a Stripe event as `application/json`, the
-`Stripe-Signature` header) and answers; `/metrics` as Prometheus text; the health answers.
+`Stripe-Signature` header) and answers; `/metrics` as Prometheus text; the health answers;
+the known Stripe event types a workflow trigger accepts.
 The schemathesis suite (`tests/fuzz/test_api_schema.py`) holds the app to this document.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from billbridge.web.auth import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE
+from billbridge.workflows.event_types import known_event_types
 
 JSON = "application/json"
 MAX_CREATED = 253_402_300_799  # 9999-12-31T23:59:59Z, in Unix seconds
@@ -137,6 +139,8 @@ PARAMETER_SCHEMAS: dict[tuple[str, str, str], dict[str, Any]] = {
     ("/api/connections/{name}/test", "post", "name"): {"enum": ["stripe", "customerio"]},
 }
 
+PARAMETER_EXAMPLES = {"workflow_id": ["invoice-paid"], "stripe_event_id": ["evt_1Nx2Yz"]}
+
 # Request bodies typed `dict` in the route (validated by `validate_workflow` for clearer
 # errors) that are in fact the Workflow model.
 WORKFLOW_BODIES = {("/api/workflows", "post"), ("/api/workflows/{workflow_id}", "put")}
@@ -200,9 +204,12 @@ def _api_operation(path: str, method: str, operation: dict[str, Any]) -> None:
         body = operation["requestBody"]["content"][JSON]["schema"]
         operation["requestBody"]["content"][JSON]["schema"] = {**body, **_ref("Workflow")}
     for parameter in operation.get("parameters", []):
-        extra = PARAMETER_SCHEMAS.get((path, method, parameter.get("name", "")))
+        name = parameter.get("name", "")
+        extra = PARAMETER_SCHEMAS.get((path, method, name))
         if extra:
             _narrow(parameter["schema"], extra)
+        if name in PARAMETER_EXAMPLES:
+            _narrow(parameter["schema"], {"examples": PARAMETER_EXAMPLES[name]})
     responses: dict[str, Any] = operation.setdefault("responses", {})
     error = _ref("ErrorOut")
     responses["401"] = {
@@ -235,6 +242,9 @@ def complete_openapi(schema: dict[str, Any]) -> dict[str, Any]:
     schemas = components.setdefault("schemas", {})
     for name, extra in EXTRA_SCHEMAS.items():
         schemas.setdefault(name, extra)
+    trigger = schemas.get("Trigger", {}).get("properties", {}).get("events", {})
+    if trigger.get("items") == {"type": "string"}:  # the model checks names at run time
+        trigger["items"] = {"type": "string", "enum": sorted(known_event_types())}
     paths: dict[str, Any] = schema.get("paths", {})
     if WEBHOOK_PATH in paths and "post" in paths[WEBHOOK_PATH]:
         _webhook_operation(paths[WEBHOOK_PATH]["post"])
