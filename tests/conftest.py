@@ -31,7 +31,15 @@ STORE_TABLES = (
     "meta",
     "workers",
 )
-ACCESS_TABLES = ("users", "sessions", "api_tokens", "credentials", "alert_settings", "alert_state")
+ACCESS_TABLES = (
+    "users",
+    "sessions",
+    "api_tokens",
+    "credentials",
+    "alert_settings",
+    "alert_state",
+    "login_throttle",
+)
 BILLING_TABLES = (
     "billing_customers",
     "billing_subscriptions",

@@ -27,6 +27,7 @@ from billbridge.stripe.reconcile import start_periodic_reconcile
 from billbridge.stripe.webhook_setup import saved_webhook_secrets
 from billbridge.web.api import build_api_router
 from billbridge.web.dashboard import install_dashboard
+from billbridge.web.openapi import install_openapi
 from billbridge.web.pages_access import install_access
 
 log = structlog.get_logger("billbridge.app")
@@ -184,4 +185,5 @@ def create_app(
     app.include_router(build_api_router())
     install_access(app, settings)  # login, sessions, /api/* guard, settings pages and API
     install_dashboard(app)  # overview, events, workflows, "Try it" and /static
+    install_openapi(app)  # security schemes, error shapes, the webhook's body: /openapi.json
     return app

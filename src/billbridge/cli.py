@@ -70,6 +70,7 @@ def _root(
 
 @app.command()
 def serve(
+    *,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     no_worker: Annotated[
@@ -85,6 +86,15 @@ def serve(
         ),
     ] = False,
     log_json: Annotated[bool, typer.Option("--log-json", help="Log JSON lines.")] = False,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Reverse proxies (addresses or networks, comma-separated, or *) whose "
+            "X-Forwarded-For/-Proto are believed; overrides BILLBRIDGE_FORWARDED_ALLOW_IPS. "
+            "Default: none (the TCP peer is the client).",
+        ),
+    ] = None,
 ) -> None:
     """Run the service: HTTP plus, by default, the worker.
 
@@ -96,7 +106,10 @@ def serve(
     from billbridge.app import create_app  # noqa: PLC0415 - keeps other commands light
 
     with friendly_errors():
-        settings = load_settings()
+        overrides = {}
+        if forwarded_allow_ips is not None:
+            overrides["BILLBRIDGE_FORWARDED_ALLOW_IPS"] = forwarded_allow_ips
+        settings = load_settings(**overrides)
         configure_logging(
             log_format="json" if log_json else settings.log_format, level=settings.log_level
         )
@@ -109,7 +122,16 @@ def serve(
         if dev:
             _print_dev_login(settings, host, port)
         application = create_app(settings, run_worker=not no_worker, dev=dev, freeze_heap=True)
-    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+    # uvicorn would believe X-Forwarded-For from 127.0.0.1 (or FORWARDED_ALLOW_IPS) by
+    # default; the app does it itself, only for BILLBRIDGE_FORWARDED_ALLOW_IPS.
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
 
 
 def _print_dev_login(settings: Settings, host: str, port: int) -> None:

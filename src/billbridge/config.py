@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from pathlib import Path
 from typing import Annotated, Literal
@@ -107,6 +108,11 @@ class Settings(BaseSettings):
     cookie_secure: bool = Field(default=False, alias="BILLBRIDGE_COOKIE_SECURE")
     session_lifetime: float = Field(default=43_200.0, alias="BILLBRIDGE_SESSION_LIFETIME", gt=0)
     public_url: str | None = Field(default=None, alias="BILLBRIDGE_PUBLIC_URL")
+    # Reverse proxies whose X-Forwarded-For/-Proto are believed (addresses, networks or
+    # "*"); empty = the TCP peer is the client, whatever headers it sends.
+    forwarded_allow_ips: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), alias="BILLBRIDGE_FORWARDED_ALLOW_IPS"
+    )
     # For tests only: lets alert URLs point at 127.0.0.1 (a local receiver).
     alerts_allow_loopback: bool = Field(default=False, alias="BILLBRIDGE_ALERTS_ALLOW_LOOPBACK")
     alerts_check_interval: float = Field(
@@ -120,6 +126,22 @@ class Settings(BaseSettings):
     def _split_secrets(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, tuple):
+            for part in value:
+                if part != "*":
+                    try:
+                        ipaddress.ip_network(part, strict=False)
+                    except ValueError:
+                        raise ValueError(
+                            f"{part!r} is not an IP address or network (or *)"
+                        ) from None
         return value
 
     @field_validator("retry_schedule", mode="before")

@@ -1,20 +1,25 @@
 """Alert settings (stored encrypted) and the check that keeps alert URLs off internal targets.
 
     config = AlertConfig(slack_url="https://hooks.slack.com/services/...", group_minutes=10)
-    check_alert_url(config.slack_url, allow_loopback=False, own=[("billbridge.example", 443)])
+    target = resolve_alert_url(config.slack_url, allow_loopback=False, own=[("bb.example", 443)])
+    target.addresses        # every address the host resolved to, each one checked
 
 A URL must be http(s); every address its host resolves to must be neither loopback nor
 unspecified (unless BILLBRIDGE_ALERTS_ALLOW_LOOPBACK=true, meant for tests), nor
-link-local (169.254.0.0/16, fe80::/10: cloud metadata lives there), nor a known metadata
-address; and it must not be Billbridge itself. Private networks are allowed (a
-self-hosted chat server is a fair target). Sends check again, so a DNS change is caught.
+link-local (169.254.0.0/16, fe80::/10: cloud metadata lives there), nor multicast or
+reserved, nor a known metadata address (IPv4 inside IPv6 forms included); and it must
+not be Billbridge itself. Private networks are allowed (a self-hosted chat server is a
+fair target). The host is resolved once per send and the request goes to the addresses
+that were checked (`alerts/sender.py`), so a DNS answer that changes between the check
+and the connection (DNS rebinding) reaches nothing new.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,11 +37,30 @@ METADATA_HOSTS = frozenset(
         "instance-data.ec2.internal",
     }
 )
+# Instance metadata, credentials and platform services of the clouds Billbridge runs on.
 METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle, ... (IMDS)
+        "169.254.169.253",  # AWS DNS resolver
+        "169.254.169.123",  # AWS time sync
+        "169.254.170.2",  # AWS ECS task credentials
+        "169.254.170.23",  # AWS EKS pod identity
+        "169.254.0.23",  # Tencent Cloud
+        "fd00:ec2::254",  # AWS IMDS over IPv6
+        "fd00:ec2::23",  # AWS EKS pod identity over IPv6
+        "fd00:ec2::253",  # AWS DNS over IPv6
+        "fd20:ce::254",  # GCP metadata over IPv6
+        "192.0.0.192",  # Oracle Cloud
+        "100.100.100.200",  # Alibaba Cloud
+        "168.63.129.16",  # Azure WireServer
+    )
 )
+THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # Linux connects 0.0.0.0 to this machine
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], list[IPAddress]]
 
 
 class AlertURLError(BillbridgeError):
@@ -81,44 +105,85 @@ class AlertConfig(BaseModel):
         return {name: url for name, url in found.items() if url}
 
 
-def _addresses(host: str, port: int) -> list[IPAddress]:
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
+def system_resolver(host: str, port: int) -> list[IPAddress]:
+    """The host's addresses from the system resolver (getaddrinfo), each once, in order."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise AlertURLError(f"the host {host!r} does not resolve") from None
+    except (OSError, UnicodeError):
+        return []
     found: list[IPAddress] = []
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if address not in found:
             found.append(address)
+    return found
+
+
+def _addresses(host: str, port: int, resolver: Resolver) -> list[IPAddress]:
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    found = resolver(host, port)
     if not found:
         raise AlertURLError(f"the host {host!r} does not resolve")
     return found
 
 
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries (mapped, compatible, NAT64, 6to4): each is
+    checked too, since a network may route them to the IPv4 target."""
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    packed = address.packed
+    if packed[:12] == bytes(12) and int(address) > 1:  # ::a.b.c.d (deprecated compatible)
+        found.append(ipaddress.IPv4Address(packed[12:]))
+    if address in NAT64:
+        found.append(ipaddress.IPv4Address(packed[12:]))
+    return found
+
+
 def _refusal(address: IPAddress, *, allow_loopback: bool) -> str | None:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        for inner in _embedded_ipv4(address):
+            problem = _refusal(inner, allow_loopback=allow_loopback)
+            if problem:
+                return problem
     if address in METADATA_ADDRESSES:
         return "is a cloud metadata address"
     if address.is_link_local:
         return "is link-local (169.254.0.0/16 or fe80::/10)"
-    if (address.is_loopback or address.is_unspecified) and not allow_loopback:
+    this_network = isinstance(address, ipaddress.IPv4Address) and address in THIS_NETWORK
+    if (address.is_loopback or address.is_unspecified or this_network) and not allow_loopback:
         return "is this machine (loopback)"
     if address.is_multicast or address.is_reserved:
         return "is not a unicast address"
     return None
 
 
-def check_alert_url(url: str, *, allow_loopback: bool, own: Iterable[tuple[str, int]] = ()) -> None:
-    """Raise AlertURLError unless `url` is a fit alert target (see the module docstring).
+@dataclass(frozen=True)
+class AlertTarget:
+    """A checked alert URL: where to connect (`addresses`, all checked) and what to ask for."""
 
-    `own` lists Billbridge's own (host, port) pairs; with loopback allowed, a loopback
-    address on one of their ports is still refused as Billbridge itself.
+    url: str
+    scheme: str
+    host: str  # lower case, without a trailing dot
+    port: int
+    addresses: tuple[IPAddress, ...]
+
+
+def resolve_alert_url(
+    url: str,
+    *,
+    allow_loopback: bool,
+    own: Iterable[tuple[str, int]] = (),
+    resolver: Resolver = system_resolver,
+) -> AlertTarget:
+    """Resolve `url`'s host once and check every address (see the module docstring);
+    raise AlertURLError with the reason, or return the checked target.
+
+    `own` lists Billbridge's own (host, port) pairs: the same host and port, the addresses
+    those hosts resolve to on those ports, and (with loopback allowed) a loopback address
+    on one of their ports are refused as Billbridge itself.
     """
     try:
         parts = urlsplit(url)
@@ -136,13 +201,41 @@ def check_alert_url(url: str, *, allow_loopback: bool, own: Iterable[tuple[str, 
         raise AlertURLError("the URL points at Billbridge itself")
     if host in METADATA_HOSTS:
         raise AlertURLError(f"{host} is a cloud metadata host")
+    addresses = _addresses(host, port, resolver)
     own_ports = {p for _, p in own_pairs}
-    for address in _addresses(host, port):
+    for address in addresses:
         problem = _refusal(address, allow_loopback=allow_loopback)
         if problem:
             raise AlertURLError(f"{host} resolves to {address}, which {problem}")
         if (address.is_loopback or address.is_unspecified) and port in own_ports:
             raise AlertURLError("the URL points at Billbridge itself")
+    if own_pairs and _own_addresses(own_pairs, resolver) & {(a, port) for a in addresses}:
+        raise AlertURLError("the URL points at Billbridge itself")
+    return AlertTarget(url, parts.scheme, host, port, tuple(addresses))
+
+
+def _own_addresses(
+    own_pairs: set[tuple[str, int]], resolver: Resolver
+) -> set[tuple[IPAddress, int]]:
+    found: set[tuple[IPAddress, int]] = set()
+    for host, port in own_pairs:
+        try:
+            addresses = [ipaddress.ip_address(host)]
+        except ValueError:
+            addresses = resolver(host, port)
+        found.update((address, port) for address in addresses)
+    return found
+
+
+def check_alert_url(
+    url: str,
+    *,
+    allow_loopback: bool,
+    own: Iterable[tuple[str, int]] = (),
+    resolver: Resolver = system_resolver,
+) -> None:
+    """Raise AlertURLError unless `url` is a fit alert target (`resolve_alert_url`)."""
+    resolve_alert_url(url, allow_loopback=allow_loopback, own=own, resolver=resolver)
 
 
 def own_endpoints(public_url: str | None, extra: Iterable[str] = ()) -> list[tuple[str, int]]:

@@ -3,13 +3,18 @@
     results = await AlertSender(settings, cio).send(config, alert)
     [r.ok for r in results]
 
-Each URL is checked again right before the send (DNS may have changed), redirects are
-not followed (they could lead past the check), and results never echo the URL: webhook
-URLs are secrets.
+Each URL is resolved and checked again right before the send, and the request connects
+to an address that was checked (the URL's host stays in the Host header, TLS SNI and
+certificate verification), so DNS rebinding cannot steer it elsewhere. Redirects are not
+followed (they could lead past the check), no environment proxy is used (it would
+resolve the name again), a connection that fails, times out or closes gets one message
+(an alert URL must not probe ports), and results never echo the URL: webhook URLs are
+secrets.
 """
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,7 +23,16 @@ import httpx
 import structlog
 
 from billbridge import __version__
-from billbridge.alerts.config import AlertConfig, AlertURLError, check_alert_url, own_endpoints
+from billbridge.alerts.config import (
+    AlertConfig,
+    AlertTarget,
+    AlertURLError,
+    IPAddress,
+    Resolver,
+    own_endpoints,
+    resolve_alert_url,
+    system_resolver,
+)
 from billbridge.config import Settings
 from billbridge.customerio.client import CustomerIOClient
 from billbridge.customerio.requests import CioRequest
@@ -27,6 +41,7 @@ from billbridge.errors import DeliveryError
 log = structlog.get_logger("billbridge.alerts")
 
 SEND_TIMEOUT = 10.0  # seconds per channel
+NO_ANSWER = "no answer from the receiver (connection refused, timed out or closed)"
 Channel = Literal["slack", "webhook", "email"]
 
 
@@ -100,10 +115,16 @@ class AlertSender:
         cio: CustomerIOClient,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        resolver: Resolver = system_resolver,
+        timeout: float = SEND_TIMEOUT,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._settings = settings
         self._cio = cio
         self._transport = transport
+        self._resolver = resolver
+        self._timeout = timeout
+        self._verify = verify
 
     async def send(self, config: AlertConfig, alert: Alert) -> list[ChannelResult]:
         results: list[ChannelResult] = []
@@ -120,28 +141,48 @@ class AlertSender:
 
     async def _post(self, channel: Channel, url: str, payload: dict[str, Any]) -> ChannelResult:
         try:
-            await anyio.to_thread.run_sync(
-                lambda: check_alert_url(
+            target = await anyio.to_thread.run_sync(
+                lambda: resolve_alert_url(
                     url,
                     allow_loopback=self._settings.alerts_allow_loopback,
                     own=own_endpoints(self._settings.public_url),
+                    resolver=self._resolver,
                 )
             )
         except AlertURLError as exc:
             return ChannelResult(channel, False, f"refused: {exc}")
         try:
-            async with httpx.AsyncClient(
-                transport=self._transport,
-                timeout=SEND_TIMEOUT,
-                follow_redirects=False,
-                headers={"User-Agent": f"billbridge/{__version__}"},
-            ) as client:
-                response = await client.post(url, json=payload)
-        except httpx.HTTPError as exc:
-            return ChannelResult(channel, False, f"could not connect: {type(exc).__name__}")
+            response = await self._post_pinned(target, payload)
+        except httpx.HTTPError:
+            return ChannelResult(channel, False, NO_ANSWER)
         if response.is_success:
             return ChannelResult(channel, True, f"delivered ({response.status_code})")
         return ChannelResult(channel, False, f"the receiver answered {response.status_code}")
+
+    async def _post_pinned(self, target: AlertTarget, payload: dict[str, Any]) -> httpx.Response:
+        """POST to each checked address in turn until one accepts the connection."""
+        async with httpx.AsyncClient(
+            transport=self._transport,
+            timeout=self._timeout,
+            follow_redirects=False,
+            trust_env=False,
+            verify=self._verify,
+            headers={"User-Agent": f"billbridge/{__version__}"},
+        ) as client:
+            last: httpx.HTTPError | None = None
+            for address in target.addresses:
+                pinned = pinned_url(target, address)
+                try:
+                    return await client.post(
+                        pinned,
+                        json=payload,
+                        headers={"Host": httpx.URL(target.url).netloc.decode("ascii")},
+                        extensions={"sni_hostname": target.host},
+                    )
+                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    last = exc  # nothing was sent to this address: try the next one
+            assert last is not None  # noqa: S101 - a target has at least one address
+            raise last
 
     async def _email(self, config: AlertConfig, alert: Alert) -> ChannelResult:
         assert config.email is not None  # noqa: S101 - checked by the caller
@@ -163,3 +204,8 @@ class AlertSender:
         except DeliveryError as exc:
             return ChannelResult("email", False, str(exc))
         return ChannelResult("email", True, f"sent through Customer.io ({response.status_code})")
+
+
+def pinned_url(target: AlertTarget, address: IPAddress) -> httpx.URL:
+    """`target.url` with its host replaced by `address` (the port stays explicit)."""
+    return httpx.URL(target.url).copy_with(host=str(address), port=target.port)

@@ -8,7 +8,7 @@ clock for leases and schedules so that several hosts agree.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -36,6 +36,7 @@ from billbridge.store.records_access import (
     ApiTokenRecord,
     FailedDeliveries,
     SessionRecord,
+    ThrottleLimit,
     UserRecord,
 )
 from billbridge.store.records_billing import BillingRow, BillingState, CustomerSnapshot
@@ -347,3 +348,17 @@ class Store(ABC):
     @abstractmethod
     def failed_since(self, watermark: float) -> FailedDeliveries:
         """Deliveries now `failed` whose last change is after `watermark`."""
+
+    # Login throttle (state shared by every process) ---------------------------------------
+
+    @abstractmethod
+    def begin_login_attempt(self, limits: Mapping[str, ThrottleLimit]) -> float:
+        """In one transaction: 0.0 and the attempt counted as a failure under every key of
+        `limits` when each allows it now (`ThrottleLimit.wait`), else the longest wait in
+        seconds and nothing changed. Counting before the password is checked means
+        concurrent attempts cannot slip through together."""
+
+    @abstractmethod
+    def end_login_attempt(self, *, clear: Sequence[str], forgive: Sequence[str]) -> None:
+        """A login succeeded: delete the `clear` keys' state and take the counted attempt
+        back from each `forgive` key."""

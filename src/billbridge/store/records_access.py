@@ -55,3 +55,26 @@ class AlertStateRecord:
     name: str
     last_sent_at: float | None
     watermark: float  # failures updated after this are not reported yet
+
+
+@dataclass(frozen=True)
+class ThrottleLimit:
+    """Growing delays for one kind of throttle key (an account, or a client address).
+
+    The first `free` failures cost nothing; with `n >= free` failures on record the next
+    attempt must wait `min(base * 2 ** (n - free), cap)` seconds after the latest one
+    (1, 2, 4, ... 60 s with the defaults: never a lock-out longer than `cap`). The count
+    starts again `reset_after` seconds after the latest failure.
+    """
+
+    free: int = 5
+    base: float = 1.0  # seconds
+    cap: float = 60.0  # seconds
+    reset_after: float = 900.0  # seconds
+
+    def wait(self, failures: int, last_failure_at: float, now: float) -> float:
+        """Seconds until the next attempt is allowed (0 when it is allowed now)."""
+        if failures < self.free or now - last_failure_at > self.reset_after:
+            return 0.0
+        delay = min(self.base * 2.0 ** min(failures - self.free, 64), self.cap)
+        return max(0.0, last_failure_at + delay - now)

@@ -2,6 +2,7 @@
 
 A mixin of `SqlStore` (both drivers): it uses the same hooks (`_read`, `_write`,
 `_insert`, `_now_expr`), so SQLite writes go through the writer thread like any other.
+It brings the login throttle's SQL along (`SqlThrottleMixin`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from billbridge.store.records_access import (
     SessionRecord,
     UserRecord,
 )
+from billbridge.store.sql_throttle import SqlThrottleMixin
 from billbridge.store.tables import deliveries
 from billbridge.store.tables_access import (
     alert_settings,
@@ -48,7 +50,7 @@ def _token_record(row: Any) -> ApiTokenRecord:
     )
 
 
-class SqlAccessMixin(Store):
+class SqlAccessMixin(SqlThrottleMixin, Store):
     """The access, credentials and alert-state part of the SQL store."""
 
     @abstractmethod

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,8 @@ from billbridge.web.settings_ops import (
     test_connection,
     update_alerts,
 )
+
+MAX_ROW_ID = 2**63 - 1  # a larger id cannot be a row: 422, not a database overflow
 
 
 class TokenIn(BaseModel):
@@ -159,7 +161,10 @@ def _add_token_routes(router: APIRouter) -> None:
         return NewTokenOut(token=token, **TokenOut.from_record(record).model_dump())
 
     @router.delete("/tokens/{token_id}", tags=["settings"], summary="Revoke an API token")
-    async def delete_token(request: Request, token_id: int) -> dict[str, Any]:
+    async def delete_token(
+        request: Request,
+        token_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="from GET /api/tokens")],
+    ) -> dict[str, Any]:
         store = services_of(request).store
         revoked = await anyio.to_thread.run_sync(lambda: store.revoke_api_token(token_id))
         if not revoked:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote
@@ -28,20 +26,22 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from billbridge.accounts import hash_token
 from billbridge.config import Settings
 from billbridge.errors import StoreUnavailableError
 from billbridge.services import Services
-from billbridge.store.records_access import SessionRecord
+from billbridge.store.base import Store
+from billbridge.store.records_access import SessionRecord, ThrottleLimit
 
 SESSION_COOKIE = "billbridge_session"
 CSRF_COOKIE = "billbridge_csrf"  # the double-submit token for forms shown before login
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-LOGIN_MAX_FAILURES = 5
-LOGIN_WINDOW = 900.0  # seconds: 5 failures within 15 minutes block that IP + username
+ACCOUNT_LIMIT = ThrottleLimit(free=5)  # failed logins per account before delays begin
+ADDRESS_LIMIT = ThrottleLimit(free=20)  # per client address (many people behind one NAT)
 
 _NO_SESSION = "none"
 
@@ -307,38 +307,41 @@ class ApiGuard:
 # Login throttle -------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoginThrottle:
-    """Failed logins per (client IP, username): `max_failures` within `window` seconds
-    block further tries until the oldest failure ages out. Kept in this process."""
+    """Growing delays after failed logins, per account and per client address, kept in the
+    database so every process shares them (`Store.begin_login_attempt`).
 
-    max_failures: int = LOGIN_MAX_FAILURES
-    window: float = LOGIN_WINDOW
-    _failures: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+    An attempt is counted before the password is checked (so parallel tries cannot slip
+    through together) and taken back when it succeeds. Per account: 5 free failures, then
+    1, 2, 4, ... up to 60 s between tries; per address: 20 free failures (it may be many
+    people behind one proxy), then the same. The client address is the TCP peer unless
+    BILLBRIDGE_FORWARDED_ALLOW_IPS names the proxy in front (`install_trusted_proxies`).
+    """
 
-    def retry_after(self, ip: str, username: str) -> float | None:
-        """Seconds until another try is allowed, or None when allowed now."""
-        recent = self._recent((ip, username.lower()))
-        if len(recent) < self.max_failures:
-            return None
-        return max(1.0, recent[0] + self.window - time.monotonic())
+    account: ThrottleLimit = ACCOUNT_LIMIT
+    address: ThrottleLimit = ADDRESS_LIMIT
 
-    def failed(self, ip: str, username: str) -> None:
-        key = (ip, username.lower())
-        self._recent(key).append(time.monotonic())
-        if len(self._failures) > 10_000:  # bound memory under a spray of usernames
-            for stale in [k for k in self._failures if not self._recent(k)]:
-                del self._failures[stale]
+    @staticmethod
+    def keys(address: str, username: str) -> tuple[str, str]:
+        return f"account:{username.strip().lower()}", f"address:{address}"
 
-    def succeeded(self, ip: str, username: str) -> None:
-        self._failures.pop((ip, username.lower()), None)
+    def begin(self, store: Store, address: str, username: str) -> float:
+        """0.0 when the attempt may go ahead (it is counted), else seconds to wait."""
+        account_key, address_key = self.keys(address, username)
+        return store.begin_login_attempt({account_key: self.account, address_key: self.address})
 
-    def _recent(self, key: tuple[str, str]) -> deque[float]:
-        recent = self._failures.setdefault(key, deque())
-        cutoff = time.monotonic() - self.window
-        while recent and recent[0] < cutoff:
-            recent.popleft()
-        return recent
+    def succeeded(self, store: Store, address: str, username: str) -> None:
+        account_key, address_key = self.keys(address, username)
+        store.end_login_attempt(clear=[account_key], forgive=[address_key])
+
+
+def install_trusted_proxies(app: FastAPI, settings: Settings) -> None:
+    """Take the client address and scheme from X-Forwarded-For/-Proto only when the peer is
+    one of BILLBRIDGE_FORWARDED_ALLOW_IPS (off by default: a header anyone can send must
+    not choose the address the login throttle counts)."""
+    if settings.forwarded_allow_ips:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.forwarded_allow_ips))
 
 
 @dataclass
@@ -373,6 +376,7 @@ __all__ = [
     "current_user",
     "end_session",
     "install_auth",
+    "install_trusted_proxies",
     "require_api_auth",
     "require_user",
     "start_session",

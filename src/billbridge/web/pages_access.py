@@ -8,6 +8,7 @@ session (`require_user`). A POST answers with the page itself and a notice.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import anyio
@@ -25,6 +26,7 @@ from billbridge.web.auth import (
     current_user,
     end_session,
     install_auth,
+    install_trusted_proxies,
     require_user,
     start_session,
     verify_csrf,
@@ -99,25 +101,26 @@ def _add_login_routes(router: APIRouter) -> None:
         next_path = safe_next(form.get("next"))
         auth: AuthState = request.app.state.auth
         ip = _client_ip(request)
-        wait = auth.throttle.retry_after(ip, username)
-        if wait is not None:
-            minutes = max(1, round(wait / 60))
-            message = (
-                "Too many failed logins for this username from your address. "
-                f"Try again in about {minutes} minute{'s' if minutes != 1 else ''}."
-            )
-            return _login_page(request, next_path=next_path, error=message, status_code=429)
         store = services_of(request).store
+        wait = await anyio.to_thread.run_sync(lambda: auth.throttle.begin(store, ip, username))
+        if wait > 0:
+            seconds = math.ceil(wait)
+            message = (
+                "Too many failed logins for this account or from your address. "
+                f"Try again in {seconds} second{'s' if seconds != 1 else ''}."
+            )
+            page = _login_page(request, next_path=next_path, error=message, status_code=429)
+            page.headers["Retry-After"] = str(seconds)
+            return page
         user = await anyio.to_thread.run_sync(lambda: authenticate(store, username, password))
         if user is None:
-            auth.throttle.failed(ip, username)
             return _login_page(
                 request,
                 next_path=next_path,
                 error="Wrong username or password.",
                 status_code=401,
             )
-        auth.throttle.succeeded(ip, username)
+        await anyio.to_thread.run_sync(lambda: auth.throttle.succeeded(store, ip, username))
         response = RedirectResponse(next_path, status_code=303)
         await end_session(request, response)  # a fresh session id at every login
         await start_session(request, response, user.user_id)
@@ -362,5 +365,6 @@ def install_access(app: FastAPI, settings: Settings) -> None:
     """Everything access needs on the app: the `/api/*` guard, the login redirect, the
     login/settings pages and the settings JSON API."""
     install_auth(app, settings)
+    install_trusted_proxies(app, settings)  # outermost: the guard and pages see the client
     app.include_router(build_access_api_router())
     app.include_router(build_access_pages_router())
