@@ -318,6 +318,7 @@ _SUB_ATTRIBUTES = {
     "plan_interval": "month",
     "plan_amount": 2900,
     "mrr": 2900,
+    "metered_items_count": 0,
     "currency": "usd",
     "current_period_end": PERIOD_END,
     "cancel_at_period_end": False,

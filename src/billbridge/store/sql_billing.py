@@ -73,12 +73,16 @@ _SNAPSHOT_QUERIES: dict[str, sa.Select[Any]] = {
 }
 
 
+# Projection columns holding JSON text (lists and objects of the billing values).
+JSON_COLUMNS = frozenset({"items", "discounts", "pause_collection"})
+
+
 def _row_dict(row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
     data.pop("updated_at", None)
-    items = data.get("items")
-    if isinstance(items, str):
-        data["items"] = json.loads(items)
+    for key in JSON_COLUMNS.intersection(data):
+        if isinstance(data[key], str):
+            data[key] = json.loads(data[key])
     return data
 
 
@@ -130,7 +134,9 @@ class SqlBillingMixin(Store):
             "watermark": row.watermark,
             "order_key": row.order_key,
             **{
-                key: json.dumps(value, separators=(",", ":")) if key == "items" else value
+                key: json.dumps(value, separators=(",", ":"))
+                if key in JSON_COLUMNS and value is not None
+                else value
                 for key, value in row.values.items()
             },
         }
