@@ -581,6 +581,7 @@ def test_the_defaults_are_the_spec_table() -> None:
         "subscription-canceled",
         "payment-succeeded",
         "payment-failed",
+        "payment-intent-failed",
         "charge-refunded",
         "payment-intent-canceled",
         "dispute-created",
@@ -589,10 +590,14 @@ def test_the_defaults_are_the_spec_table() -> None:
         "invoice-payment-failed",
         "subscription-upgraded",
         "subscription-downgraded",
+        "subscription-interval-changed",
         "subscription-cancel-scheduled",
         "subscription-reactivated",
+        "subscription-paused",
+        "subscription-resumed",
         "trial-will-end",
         "payment-recovered",
+        "trial-converted",
     ]
     for event_type, workflow in DEFAULTS.items():
         assert workflow.id == EXPECTED[event_type][0]
