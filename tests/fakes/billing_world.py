@@ -10,7 +10,10 @@ on customers, volume and graduated tiers, package pricing (`transform_quantity`)
 decimal unit amounts, metered items, day/week/month/quarter/year prices, trials, three
 currencies (a few customers pay in two), paused collection and paused subscriptions,
 scheduled and done cancellations, failed charges, partial and full refunds, disputes.
-Each object's events carry strictly increasing `created`, the last one its final state,
+The fake Stripe API stores the objects fully expanded and renders them as Stripe does
+(`tests.fakes.stripe_expand`); the events carry them unexpanded, as webhooks do (no
+tiers, discounts as ids, coupons as ids). Each object's events carry strictly increasing
+`created`, the last one its final state,
 so any arrival order projects to the final state. Times keep clear of `now` by more
 than a day (discount ends, periods, pauses), so a profile computed a little later is
 the same. Deterministic for a seed and `now`.
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fakes.stripe_api import FakeStripe
+from tests.fakes.stripe_expand import rendered
 
 DAY = 86_400
 API_VERSION = "2026-10-28.endive"
@@ -96,7 +100,8 @@ class _Maker:
         self, event_type: str, obj: dict[str, Any], created: int, previous: Any = None
     ) -> None:
         assert created < self.now, (event_type, created, self.now)
-        data: dict[str, Any] = {"object": copy.deepcopy(obj)}
+        # As a webhook carries it: tiers, discounts and coupons not expanded.
+        data: dict[str, Any] = {"object": rendered(copy.deepcopy(obj))}
         if previous is not None:
             data["previous_attributes"] = previous
         self.world.events.append(
@@ -137,14 +142,21 @@ class _Maker:
         return coupon
 
     def discount(
-        self, coupon: dict[str, Any], start: int, *, customer: str, subscription: str | None
+        self,
+        coupon: dict[str, Any],
+        start: int,
+        *,
+        customer: str,
+        subscription: str | None,
+        legacy: bool | None = None,
     ) -> dict[str, Any]:
         end = None
         if coupon["duration"] == "repeating":
             end = start + coupon["duration_in_months"] * 30 * DAY
             if abs(end - self.now) < 2 * DAY:
                 end = self.now + 3 * DAY
-        legacy = self.rng.random() < 0.3  # API versions before clover: `coupon` on the discount
+        if legacy is None:  # API versions before clover: the coupon embedded as `coupon`
+            legacy = self.rng.random() < 0.3
         discount: dict[str, Any] = {
             "id": self.id("di_"),
             "object": "discount",
@@ -306,11 +318,16 @@ class _Maker:
         else:
             start = period[0] + 3600
         start = min(max(start, subscription["created"] + 60), self.now - 2 * DAY)
+        single = self.rng.random() < 0.3  # the single `discount` of API versions before basil
         discount = self.discount(
-            coupon, start, customer=customer["id"], subscription=subscription["id"]
+            coupon,
+            start,
+            customer=customer["id"],
+            subscription=subscription["id"],
+            legacy=True if single else None,
         )
-        if self.rng.random() < 0.3:
-            subscription["discount"] = discount  # the legacy single discount
+        if single:
+            subscription["discount"] = discount
         else:
             subscription["discounts"] = [discount]
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from billbridge.billing.completion import needs_expansion
 from billbridge.billing.discounts import add_months
 from billbridge.billing.profile import profile_from_state
 from billbridge.billing.projection import state_of_objects
@@ -204,3 +205,18 @@ def test_add_months_clamps_to_the_month_length() -> None:
     """31 January plus one month is the last day of February."""
     jan31 = 1_706_659_200  # 2024-01-31 00:00 UTC
     assert add_months(jan31, 1) == 1_709_164_800  # 2024-02-29
+
+
+def test_webhook_shapes_that_need_an_expanded_read_are_recognised() -> None:
+    """Tiers missing from a tiered price, discounts as ids, a coupon as an id: completion
+    reads the object; embedded coupons and per-unit prices need nothing."""
+    tiered = _price(None, billing_scheme="tiered", tiers_mode="volume")
+    assert needs_expansion(_subscription((tiered, 3)))
+    assert not needs_expansion(_subscription((dict(tiered, tiers=GRADUATED), 3)))
+    assert needs_expansion(_subscription((_price(), 1), discounts=["di_1"]))
+    embedded = _discount(_coupon(percent_off=10))
+    assert not needs_expansion(_subscription((_price(), 1), discounts=[embedded]))
+    by_id = {**embedded, "source": {"coupon": "co_1", "type": "coupon"}}
+    assert needs_expansion({"object": "customer", "id": "cus_1", "discount": by_id})
+    assert not needs_expansion({"object": "customer", "id": "cus_1", "discount": None})
+    assert not needs_expansion({"object": "charge", "id": "ch_1"})

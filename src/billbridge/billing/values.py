@@ -57,6 +57,8 @@ def exact(value: Any) -> Fraction | None:
     fraction (`percent_off`: 25.5, read as written), as an exact Fraction."""
     if as_int(value) is not None:
         return Fraction(value)
+    if isinstance(value, Decimal):  # the Stripe SDK's `to_dict()` gives decimals so
+        value = str(value)
     if isinstance(value, float):
         value = repr(value)
     if isinstance(value, str):
@@ -73,6 +75,7 @@ def _amount(price: dict[str, Any], key: str = "unit_amount") -> int | None:
     if amount is None and key == "unit_amount":
         amount = as_int(price.get("amount"))  # a legacy Plan
     decimal = price.get(f"{key}_decimal")
+    decimal = str(decimal) if isinstance(decimal, Decimal) else decimal
     if amount is None and isinstance(decimal, str):
         try:
             return int(Decimal(decimal).quantize(Decimal(1), rounding=ROUND_HALF_UP))
@@ -85,6 +88,7 @@ def _exact_text(price: dict[str, Any], key: str) -> str | int | None:
     """The amount as stored in an item summary: the decimal string when Stripe gives one
     with a fraction of a minor unit, else the integer."""
     decimal = price.get(f"{key}_decimal")
+    decimal = str(decimal) if isinstance(decimal, Decimal) else decimal
     if isinstance(decimal, str) and exact(decimal) is not None:
         value = exact(decimal)
         if value is not None and value.denominator != 1:
