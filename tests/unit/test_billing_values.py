@@ -272,3 +272,26 @@ def test_only_whole_payload_change_filters_are_decided_at_ingest(
 ) -> None:
     """Ingest decides a filter only when it is exactly one payload-only semantic change."""
     assert payload_only_change_filter(workflow_filter) == name
+
+
+def test_a_seat_change_on_a_tiered_price_without_tiers_goes_by_the_quantity() -> None:
+    """Webhooks carry tiered prices without tiers: more seats is an upgrade, fewer a
+    downgrade, with licensed_quantity instead of an unknown mrr."""
+    month = {"interval": "month", "interval_count": 1}
+    price = {
+        "id": "price_seats",
+        "billing_scheme": "tiered",
+        "tiers_mode": "volume",
+        "unit_amount": None,
+        "recurring": month,
+    }
+
+    def items(quantity: int) -> dict[str, Any]:
+        return {"data": [{"price": price, "quantity": quantity}]}
+
+    more = derive_changes(_updated({"items": items(5)}, items=items(12)))
+    assert set(more) == {"subscription_upgraded"}
+    assert more["subscription_upgraded"]["before"]["licensed_quantity"] == 5
+    assert "mrr" not in more["subscription_upgraded"]["after"]
+    fewer = derive_changes(_updated({"items": items(12)}, items=items(5)))
+    assert set(fewer) == {"subscription_downgraded"}

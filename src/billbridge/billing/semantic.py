@@ -12,7 +12,10 @@ event data. Derived from the event itself (`data.previous_attributes`) and, for
   down, or whose plan (the primary item's price or product) changed at an unchanged
   interval: by MRR, a tie (the same price on another product) counting as an upgrade.
   The MRR compared is the subscription's own (`billbridge.billing.discounts`: its
-  discounts in force at `event.created`; a customer-level discount is not in the event);
+  discounts in force at `event.created`, those whose coupon the payload embeds; a
+  customer-level discount is not in the event). When a tiered price comes without its
+  tiers (webhooks never expand them) the MRR is unknown and the licensed quantity's
+  direction decides instead (`before`/`after` then carry `licensed_quantity`, no `mrr`);
 - `subscription_interval_changed`: the primary item's interval or `interval_count`
   changed (a monthly plan made yearly, whatever the MRR);
 - `subscription_cancel_scheduled`: `cancel_at_period_end` false -> true, or `cancel_at`
@@ -41,7 +44,7 @@ from __future__ import annotations
 from typing import Any
 
 from billbridge.billing.discounts import discount_summaries, subscription_mrr
-from billbridge.billing.values import as_bool, as_int, item_summaries, primary_item
+from billbridge.billing.values import as_bool, as_int, is_metered, item_summaries, primary_item
 from billbridge.store.base import Store
 from billbridge.stripe.events import (
     current_period_end_of,
@@ -80,8 +83,20 @@ def plan_values(subscription: dict[str, Any], at: int = 0) -> dict[str, Any]:
         "currency": subscription.get("currency"),
         "discounts": discount_summaries(subscription, period),
     }
+    # A tiered price whose tiers the webhook left out (Stripe expands them only on request)
+    # has no known MRR here: the licensed quantity tells the direction instead.
+    unknown = any(
+        i.get("tiers_mode") is not None and not isinstance(i.get("tiers"), list)
+        for i in items
+        if not is_metered(i)
+    )
     values = {
-        "mrr": subscription_mrr(projected, [], now=at),
+        "mrr": None if unknown else subscription_mrr(projected, [], now=at),
+        "licensed_quantity": (
+            sum(as_int(i.get("quantity")) or 0 for i in items if not is_metered(i))
+            if unknown
+            else None
+        ),
         "price_id": item.get("price_id"),
         "product_id": item.get("product_id"),
         "interval": item.get("interval"),
@@ -110,7 +125,8 @@ def _plan_changes(before: dict[str, Any], after: dict[str, Any], at: int) -> dic
     ) and all(plan.get("interval") for plan in (plan_before, plan_after))
     if interval_changed:
         changes["subscription_interval_changed"] = change
-    mrr_before, mrr_after = plan_before.get("mrr") or 0, plan_after.get("mrr") or 0
+    key = "mrr" if "mrr" in plan_before and "mrr" in plan_after else "licensed_quantity"
+    mrr_before, mrr_after = plan_before.get(key) or 0, plan_after.get(key) or 0
     plan_changed = any(
         plan_before.get(key) != plan_after.get(key) for key in ("price_id", "product_id")
     )
