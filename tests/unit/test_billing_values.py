@@ -262,6 +262,7 @@ def test_pauses_and_resumptions_from_collection_or_status() -> None:
         ("{{ changes.trial_will_end }}", "trial_will_end"),
         ("  changes.subscription_reactivated ", "subscription_reactivated"),
         ("changes.payment_recovered", None),  # needs the projection: decided at delivery
+        ("changes.trial_converted", None),  # needs the projection too
         ("changes.subscription_upgraded and object.livemode", None),
         ("object.amount > 100", None),
         (None, None),
