@@ -161,11 +161,11 @@ def _subscription_attributes(state: BillingState, now: int) -> dict[str, Any]:
 
 def _spent_by_currency(
     succeeded: list[dict[str, Any]], refunds: tuple[dict[str, Any], ...]
-) -> dict[str, int]:
-    """Succeeded charges minus refunds, per currency."""
+) -> dict[str | None, int]:
+    """Succeeded charges minus refunds, per currency (None: a charge that names none)."""
     charge_ids = {c.get("id") for c in succeeded}
     refunds_by_charge: dict[str, int] = {}
-    spent: dict[str, int] = {}
+    spent: dict[str | None, int] = {}
     for refund in refunds:
         if refund.get("status") not in _REFUND_COUNTS:
             continue
@@ -181,8 +181,7 @@ def _spent_by_currency(
         # A refund seen as its own object, or as the charge's running total: the larger.
         refunded = max(charge.get("amount_refunded") or 0, refunds_by_charge.get(charge["id"], 0))
         code = charge.get("currency")
-        if isinstance(code, str):
-            spent[code] = spent.get(code, 0) + captured - refunded
+        spent[code] = spent.get(code, 0) + captured - refunded
     return spent
 
 
@@ -199,12 +198,13 @@ def _payment_attributes(state: BillingState, currency: str | None) -> dict[str, 
     failed = [c for c in charges if c.get("status") == "failed"]
     spent = _spent_by_currency(succeeded, state.refunds)
     attributes.update(
-        total_spent=spent.get(currency, 0) if isinstance(currency, str) else 0,
+        total_spent=spent.get(currency, 0),
         payments_count=len(succeeded),
         failed_payments_count=len(failed),
     )
-    if len(spent) > 1:
-        attributes["total_spent_by_currency"] = dict(sorted(spent.items()))
+    named = {code: amount for code, amount in spent.items() if code is not None}
+    if len(named) > 1:
+        attributes["total_spent_by_currency"] = dict(sorted(named.items()))
     paid_at = [c["created"] for c in succeeded if c.get("created") is not None]
     if paid_at:
         attributes["first_payment_at"] = min(paid_at)
