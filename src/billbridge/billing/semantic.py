@@ -125,8 +125,8 @@ def _plan_changes(before: dict[str, Any], after: dict[str, Any], at: int) -> dic
     ) and all(plan.get("interval") for plan in (plan_before, plan_after))
     if interval_changed:
         changes["subscription_interval_changed"] = change
-    key = "mrr" if "mrr" in plan_before and "mrr" in plan_after else "licensed_quantity"
-    mrr_before, mrr_after = plan_before.get(key) or 0, plan_after.get(key) or 0
+    measure = "mrr" if "mrr" in plan_before and "mrr" in plan_after else "licensed_quantity"
+    mrr_before, mrr_after = plan_before.get(measure) or 0, plan_after.get(measure) or 0
     plan_changed = any(
         plan_before.get(key) != plan_after.get(key) for key in ("price_id", "product_id")
     )
@@ -195,7 +195,7 @@ def _trial_changes(event: dict[str, Any]) -> dict[str, Any]:
     if trial_end is None:
         return {}
     before = {"status": subscription.get("status"), "trial_end": trial_end}
-    after = {"trial_end": trial_end, **plan_values(subscription)}
+    after = {"trial_end": trial_end, **plan_values(subscription, as_int(event.get("created")) or 0)}
     return {"trial_will_end": {"before": before, "after": after}}
 
 
