@@ -57,8 +57,11 @@ PER_CUSTOMER_LIMIT = 50  # `auto` lists per customer at or below this --limit
 
 Strategy = Literal["auto", "account", "customer"]
 # Account-wide lists of phase 1, with their filters.
+# What MRR reads but Stripe sends only when expanded: tiers, discounts and their coupons.
+SUBSCRIPTION_EXPAND = ["data.items.data.price.tiers", "data.discounts.source.coupon"]
+CUSTOMER_EXPAND = ["data.discount.source.coupon"]
 ACCOUNT_LISTS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("subscriptions", {"status": "all"}),
+    ("subscriptions", {"status": "all", "expand": SUBSCRIPTION_EXPAND}),
     ("charges", {}),
     ("refunds", {}),
     ("disputes", {}),
@@ -268,7 +271,10 @@ class Backfill:
     def _load_customer_objects(self, customer_id: str) -> None:
         watermark = int(time.time())
         objects = [
-            *self._lister.iterate("subscriptions", {"customer": customer_id, "status": "all"}),
+            *self._lister.iterate(
+                "subscriptions",
+                {"customer": customer_id, "status": "all", "expand": SUBSCRIPTION_EXPAND},
+            ),
             *self._lister.iterate("invoices", {"customer": customer_id}),
         ]
         for charge in self._lister.iterate("charges", {"customer": customer_id}):
@@ -282,7 +288,7 @@ class Backfill:
     # Phase 2 ------------------------------------------------------------------------------
 
     def _customers(self, after: str | None) -> Iterator[dict[str, Any]]:
-        return self._lister.iterate("customers", starting_after=after)
+        return self._lister.iterate("customers", {"expand": CUSTOMER_EXPAND}, starting_after=after)
 
     def _operation(self, customer: dict[str, Any]) -> dict[str, Any]:
         """The identify for an applied customer; also refreshes the customers table

@@ -111,6 +111,12 @@ class IdentityResolver:
     def _api(self) -> StripeAPI | None:
         return self._api_source()
 
+    @property
+    def stripe_api(self) -> StripeAPI | None:
+        """The Stripe API client for the current key, or None (no key): what the billing
+        context reads objects with."""
+        return self._api_source()
+
     def resolve(
         self, event: dict[str, Any], *, known: dict[str, CustomerRecord | None] | None = None
     ) -> Person | Unresolved:

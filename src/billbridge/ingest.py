@@ -88,9 +88,10 @@ class IngestService:
         """`deliveries_for`, with the semantic-event workflows that cannot fire decided now.
 
         A workflow whose whole filter is `changes.<name>`, for a change read from the event
-        alone (not `payment_recovered`, which also reads the projection), is stored as
-        skipped with the reason the worker would give, instead of costing the worker a
-        claim, a decision and a record. Any other filter is evaluated at delivery.
+        alone (not `payment_recovered` or `trial_converted`, which also read the
+        projection), is stored as skipped with the reason the worker would give, instead of
+        costing the worker a claim, a decision and a record. Any other filter is evaluated
+        at delivery.
         """
         deliveries = self.deliveries_for(event["type"], bool(event["livemode"]))
         changes: dict[str, Any] | None = None

@@ -17,7 +17,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -28,6 +28,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.stripe_expand import rendered
 
 DEFAULT_API_KEY = "sk_test_fake_51BillbridgeKey000"
 LIST_LIMIT_MAX = 100
@@ -83,6 +85,14 @@ def _ok(body: dict[str, Any]) -> JSONResponse:
 
 def _new_id(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(18).replace("-", "").replace("_", "")[:24]
+
+
+def _expand_of(request: Request, *, listing: bool) -> set[str]:
+    """The request's `expand[]` paths (for a list, relative to each item: `data.` cut)."""
+    paths = {v for k, v in request.query_params.multi_items() if k.startswith("expand")}
+    if listing:
+        paths = {p.removeprefix("data.") for p in paths if p.startswith("data.")}
+    return paths
 
 
 class FakeStripe:
@@ -486,7 +496,8 @@ class FakeStripe:
         )
 
     async def _get_customer(self, request: Request) -> Response:
-        return self._get(self.customers, "customer", request.path_params["id"])
+        expand = _expand_of(request, listing=False)
+        return self._get(self.customers, "customer", request.path_params["id"], expand)
 
     async def _get_charge(self, request: Request) -> Response:
         return self._get(self.charges, "charge", request.path_params["id"])
@@ -528,17 +539,24 @@ class FakeStripe:
         )
 
     async def _get_subscription(self, request: Request) -> Response:
-        return self._get(self.subscriptions, "subscription", request.path_params["id"])
+        expand = _expand_of(request, listing=False)
+        return self._get(self.subscriptions, "subscription", request.path_params["id"], expand)
 
     async def _get_event(self, request: Request) -> Response:
         return self._get(self.events, "event", request.path_params["id"])
 
-    def _get(self, table: dict[str, dict[str, Any]], kind: str, object_id: str) -> Response:
+    def _get(
+        self,
+        table: dict[str, dict[str, Any]],
+        kind: str,
+        object_id: str,
+        expand: Collection[str] = (),
+    ) -> Response:
         with self._lock:
             found = table.get(object_id)
         if found is None:
             return _missing(kind, object_id)
-        return _ok(found)
+        return _ok(rendered(found, expand))
 
     async def _list_customers(self, request: Request) -> Response:
         with self._lock:
@@ -546,7 +564,9 @@ class FakeStripe:
         email = request.query_params.get("email")
         if email is not None:
             items = [c for c in items if c.get("email") == email]
-        return self._list(request, lambda: items, "/v1/customers", cache_key=("cus", email))
+        return self._list(
+            request, lambda: items, "/v1/customers", cache_key=("cus", email), render=True
+        )
 
     async def _list_subscriptions(self, request: Request) -> Response:
         with self._lock:
@@ -560,7 +580,7 @@ class FakeStripe:
         elif status != "all":
             items = [s for s in items if s.get("status") == status]
         key = ("sub", customer, status)
-        return self._list(request, lambda: items, "/v1/subscriptions", cache_key=key)
+        return self._list(request, lambda: items, "/v1/subscriptions", cache_key=key, render=True)
 
     async def _list_events(self, request: Request) -> Response:
         params = request.query_params
@@ -614,9 +634,11 @@ class FakeStripe:
         url: str,
         *,
         cache_key: tuple[Any, ...] | None = None,
+        render: bool = False,
     ) -> Response:
         """A Stripe list page of `build()`'s items (sorted lists are cached by `cache_key`
-        until the fake's data changes, so paging through 10,000s of objects stays cheap)."""
+        until the fake's data changes, so paging through 10,000s of objects stays cheap);
+        `render`: each item as Stripe renders it with the request's `expand[]`."""
         params = request.query_params
         try:
             limit = int(params.get("limit", "10"))
@@ -662,6 +684,9 @@ class FakeStripe:
             page, has_more = before[-limit:], len(before) > limit
         else:
             page, has_more = items[:limit], len(items) > limit
+        if render:
+            expand = _expand_of(request, listing=True)
+            page = [rendered(item, expand) for item in page]
         return _ok({"object": "list", "data": page, "has_more": has_more, "url": url})
 
     async def _webhook_endpoints(self, request: Request) -> Response:

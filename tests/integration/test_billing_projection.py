@@ -200,6 +200,7 @@ def test_the_full_profile_from_a_story(store: Store) -> None:
         "plan_interval": "month",
         "plan_amount": 2900,
         "mrr": 2900,
+        "metered_items_count": 0,
         "currency": "usd",
         "current_period_end": 5_000,
         "cancel_at_period_end": False,

@@ -85,6 +85,30 @@ def test_a_default_added_by_an_upgrade_is_seeded_once(store: Store) -> None:
     assert store.get_workflow("dispute-created") is None
 
 
+BILLING_ROUND_DEFAULTS = [
+    "payment-intent-failed",
+    "subscription-interval-changed",
+    "subscription-paused",
+    "subscription-resumed",
+    "trial-converted",
+]
+
+
+def test_an_installation_from_before_the_billing_round_gains_its_five_defaults(
+    store: Store,
+) -> None:
+    """Upgrading from the defaults seeded before issue 13 creates exactly the new payment
+    and semantic workflows, once."""
+    older = [i for i in DEFAULT_IDS if i not in BILLING_ROUND_DEFAULTS]
+    catalog = WorkflowCatalog(store)
+    catalog.ensure_defaults()
+    for workflow_id in BILLING_ROUND_DEFAULTS:
+        store.delete_workflow(workflow_id)
+    store.set_meta(DEFAULTS_SEEDED_KEY, json.dumps(older))
+    assert sorted(WorkflowCatalog(store).ensure_defaults()) == BILLING_ROUND_DEFAULTS
+    assert WorkflowCatalog(store).ensure_defaults() == []
+
+
 def test_deliveries_for_one_per_action_of_each_matching_workflow(store: Store) -> None:
     """Each enabled workflow triggered by the event contributes one delivery per action."""
     catalog = WorkflowCatalog(store)

@@ -189,9 +189,70 @@ def test_semantic_changes_from_previous_attributes() -> None:
     assert scheduled["subscription_cancel_scheduled"]["after"]["cancel_at_period_end"] is True
     undone = derive_changes(_updated({"cancel_at_period_end": True}))
     assert set(undone) == {"subscription_reactivated"}
+    restarted = derive_changes(_updated({"status": "canceled"}))
+    assert restarted["subscription_reactivated"]["before"]["status"] == "canceled"
     resumed = derive_changes(_updated({"status": "paused"}))
-    assert resumed["subscription_reactivated"]["before"]["status"] == "paused"
+    assert set(resumed) == {"subscription_resumed"}
+    assert resumed["subscription_resumed"]["before"]["status"] == "paused"
     assert derive_changes(_updated({"metadata": {}})) == {}
+
+
+def _items(price_id: str, amount: int, interval: str = "month", product: str = "prod_a") -> Any:
+    recurring = {"interval": interval, "interval_count": 1}
+    price = {"id": price_id, "product": product, "unit_amount": amount, "recurring": recurring}
+    return {"data": [{"price": price, "quantity": 1}]}
+
+
+def test_plan_and_interval_changes_are_named_even_at_equal_mrr() -> None:
+    """A monthly-to-yearly switch at equal MRR is subscription_interval_changed alone; a
+    plan swap at the same price is an upgrade (MRR unchanged); an interval switch that
+    changes MRR is both."""
+    yearly = _items("price_y", 34_800, "year")  # 2900 a month
+    swap = derive_changes(_updated({"items": _items("price_m", 2900)}, items=yearly))
+    assert set(swap) == {"subscription_interval_changed"}
+    assert swap["subscription_interval_changed"]["before"]["interval"] == "month"
+    assert swap["subscription_interval_changed"]["after"]["interval"] == "year"
+    other = _items("price_b", 2900, product="prod_b")
+    same_price = derive_changes(_updated({"items": _items("price_a", 2900)}, items=other))
+    assert set(same_price) == {"subscription_upgraded"}
+    change = same_price["subscription_upgraded"]
+    assert (change["before"]["product_id"], change["after"]["product_id"]) == ("prod_a", "prod_b")
+    assert change["before"]["mrr"] == change["after"]["mrr"] == 2900
+    cheaper_yearly = _items("price_y", 24_000, "year")  # 2000 a month
+    both = derive_changes(_updated({"items": _items("price_m", 2900)}, items=cheaper_yearly))
+    assert set(both) == {"subscription_interval_changed", "subscription_downgraded"}
+    same = _items("price_pro", 2900)
+    assert derive_changes(_updated({"items": same}, items=same)) == {}
+
+
+def test_a_coupon_applied_is_a_downgrade_with_the_discounted_mrr() -> None:
+    """A discount added (`discounts` in previous_attributes) lowers the MRR: downgraded."""
+    coupon = {"id": "co", "percent_off": 50, "duration": "forever"}
+    discount = {"id": "di_1", "source": {"coupon": coupon}, "start": 0, "end": None}
+    changes = derive_changes(_updated({"discounts": []}, discounts=[discount]))
+    assert changes["subscription_downgraded"]["after"]["mrr"] == 1450
+
+
+def test_pauses_and_resumptions_from_collection_or_status() -> None:
+    """pause_collection set / cleared and status paused give one event per change."""
+    pause = {"behavior": "void", "resumes_at": 5_000}
+    paused = derive_changes(_updated({"pause_collection": None}, pause_collection=pause))
+    assert set(paused) == {"subscription_paused"}
+    assert paused["subscription_paused"]["after"] == {
+        "status": "active",
+        "pause_behavior": "void",
+        "resumes_at": 5_000,
+    }
+    resumed = derive_changes(_updated({"pause_collection": pause}, pause_collection=None))
+    assert set(resumed) == {"subscription_resumed"}
+    status_paused = derive_changes(_updated({"status": "active"}, status="paused"))
+    assert set(status_paused) == {"subscription_paused"}
+    both = derive_changes(
+        _updated(
+            {"status": "active", "pause_collection": None}, status="paused", pause_collection=pause
+        )
+    )
+    assert set(both) == {"subscription_paused"}
 
 
 @pytest.mark.parametrize(
@@ -201,6 +262,7 @@ def test_semantic_changes_from_previous_attributes() -> None:
         ("{{ changes.trial_will_end }}", "trial_will_end"),
         ("  changes.subscription_reactivated ", "subscription_reactivated"),
         ("changes.payment_recovered", None),  # needs the projection: decided at delivery
+        ("changes.trial_converted", None),  # needs the projection too
         ("changes.subscription_upgraded and object.livemode", None),
         ("object.amount > 100", None),
         (None, None),
@@ -211,3 +273,26 @@ def test_only_whole_payload_change_filters_are_decided_at_ingest(
 ) -> None:
     """Ingest decides a filter only when it is exactly one payload-only semantic change."""
     assert payload_only_change_filter(workflow_filter) == name
+
+
+def test_a_seat_change_on_a_tiered_price_without_tiers_goes_by_the_quantity() -> None:
+    """Webhooks carry tiered prices without tiers: more seats is an upgrade, fewer a
+    downgrade, with licensed_quantity instead of an unknown mrr."""
+    month = {"interval": "month", "interval_count": 1}
+    price = {
+        "id": "price_seats",
+        "billing_scheme": "tiered",
+        "tiers_mode": "volume",
+        "unit_amount": None,
+        "recurring": month,
+    }
+
+    def items(quantity: int) -> dict[str, Any]:
+        return {"data": [{"price": price, "quantity": quantity}]}
+
+    more = derive_changes(_updated({"items": items(5)}, items=items(12)))
+    assert set(more) == {"subscription_upgraded"}
+    assert more["subscription_upgraded"]["before"]["licensed_quantity"] == 5
+    assert "mrr" not in more["subscription_upgraded"]["after"]
+    fewer = derive_changes(_updated({"items": items(12)}, items=items(5)))
+    assert set(fewer) == {"subscription_downgraded"}

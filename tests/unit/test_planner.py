@@ -318,6 +318,7 @@ _SUB_ATTRIBUTES = {
     "plan_interval": "month",
     "plan_amount": 2900,
     "mrr": 2900,
+    "metered_items_count": 0,
     "currency": "usd",
     "current_period_end": PERIOD_END,
     "cancel_at_period_end": False,
@@ -580,6 +581,7 @@ def test_the_defaults_are_the_spec_table() -> None:
         "subscription-canceled",
         "payment-succeeded",
         "payment-failed",
+        "payment-intent-failed",
         "charge-refunded",
         "payment-intent-canceled",
         "dispute-created",
@@ -588,10 +590,14 @@ def test_the_defaults_are_the_spec_table() -> None:
         "invoice-payment-failed",
         "subscription-upgraded",
         "subscription-downgraded",
+        "subscription-interval-changed",
         "subscription-cancel-scheduled",
         "subscription-reactivated",
+        "subscription-paused",
+        "subscription-resumed",
         "trial-will-end",
         "payment-recovered",
+        "trial-converted",
     ]
     for event_type, workflow in DEFAULTS.items():
         assert workflow.id == EXPECTED[event_type][0]

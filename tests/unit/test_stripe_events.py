@@ -33,6 +33,7 @@ DEFAULT_TRIGGERS = (
     "charge.succeeded",
     "charge.failed",
     "charge.refunded",
+    "payment_intent.payment_failed",
     "payment_intent.canceled",
     "charge.dispute.created",
     "checkout.session.completed",

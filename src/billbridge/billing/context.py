@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from billbridge.billing.completion import complete_from_api
 from billbridge.billing.profile import compute_profile, known_from_record, profile_from_state
 from billbridge.billing.projection import link_customer
 from billbridge.billing.semantic import derive_changes
@@ -22,6 +23,7 @@ from billbridge.identity import Person
 from billbridge.store.base import Store
 from billbridge.store.records import CustomerRecord
 from billbridge.store.records_billing import CustomerSnapshot
+from billbridge.stripe.api import StripeAPI
 from billbridge.stripe.events import customer_id_of, object_of
 from billbridge.workflows.model import CustomerDeletedPolicyAction, IdentifyAction, Workflow
 
@@ -50,12 +52,15 @@ def billing_context(
     *,
     memo: dict[Any, Any] | None = None,
     record_links: bool = True,
+    stripe_api: StripeAPI | None = None,
 ) -> BillingContext:
     """The profile and changes the action needs (None when it needs neither).
 
     `memo` may be shared by the deliveries the worker decides together: a customer's
     profile and an event's changes are then computed once for all of them.
-    `record_links=False` (dry runs) writes nothing.
+    `record_links=False` (dry runs) writes nothing. With `stripe_api`, an event's
+    subscription or customer that lacks what MRR reads is completed from the API first
+    (`billbridge.billing.completion`).
     """
     memo = {} if memo is None else memo
     action = workflow.actions[action_index]
@@ -73,6 +78,15 @@ def billing_context(
     wants_profile = (isinstance(action, IdentifyAction) and action.include_profile) or _mentions(
         workflow, "profile", memo
     )
+    if (
+        wants_profile
+        and record_links
+        and stripe_api is not None
+        and customer_id is not None
+        and complete_from_api(store, stripe_api, event, memo)
+    ):
+        memo.pop(("profile", customer_id), None)
+        memo.pop(("snapshot", customer_id), None)
     profile = None
     if wants_profile and customer_id is not None:
         profile_key = ("profile", customer_id)

@@ -8,17 +8,27 @@ seen means no `total_spent`, a subscription without a trial has no `trial_end`.
 Which subscription the plan attributes describe, when a customer has several: the one
 with the best status rank (active, trialing, past_due, unpaid, paused, incomplete,
 incomplete_expired, canceled, then anything else), then the newest (`created`, then id).
-`mrr` is the sum over every subscription that is active or past_due (a trial pays
-nothing yet; see `billbridge.billing.values` for the normalisation). `total_spent` and the
-payment counts use succeeded charges (minus refunds) in the profile's `currency` (the
-chosen subscription's, else the customer's, else the newest charge's).
+
+Amounts never mix currencies. `currency` is the chosen subscription's (else the
+customer's, else the newest charge's). `mrr` is the MRR (`billbridge.billing.values`
+and `billbridge.billing.discounts`, at the time the profile is computed) of every
+subscription in that currency that is active or past_due (a trial pays nothing yet, a
+scheduled cancellation counts until it happens); a customer whose counted subscriptions
+use another currency too also gets `mrr_by_currency` ({currency: mrr}). Likewise
+`total_spent` is the succeeded charges minus refunds in `currency`, with
+`total_spent_by_currency` when they span several. `payments_count`,
+`failed_payments_count` and the payment times count every charge, whatever its currency.
+`metered_items_count` is the number of metered items of the active, past_due and
+trialing subscriptions (their usage has no MRR).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from billbridge.billing.values import primary_item
+from billbridge.billing.discounts import subscription_mrr
+from billbridge.billing.values import metered_count, primary_item
 from billbridge.store.base import Store
 from billbridge.store.records import CustomerRecord
 from billbridge.store.records_billing import BillingState
@@ -34,6 +44,7 @@ STATUS_RANK: tuple[str, ...] = (
     "canceled",
 )
 MRR_STATUSES = frozenset({"active", "past_due"})
+METERED_STATUSES = frozenset({"active", "past_due", "trialing"})
 _REFUND_COUNTS = frozenset({"succeeded", "pending"})
 
 # Every attribute a profile can carry, in SPEC order.
@@ -49,6 +60,8 @@ PROFILE_ATTRIBUTES: tuple[str, ...] = (
     "plan_interval",
     "plan_amount",
     "mrr",
+    "mrr_by_currency",
+    "metered_items_count",
     "currency",
     "trial_end",
     "current_period_end",
@@ -56,6 +69,7 @@ PROFILE_ATTRIBUTES: tuple[str, ...] = (
     "canceled_at",
     "delinquent",
     "total_spent",
+    "total_spent_by_currency",
     "payments_count",
     "first_payment_at",
     "last_payment_at",
@@ -100,14 +114,17 @@ class _Reversed:
         return hash(self.text)
 
 
-def _subscription_attributes(state: BillingState) -> dict[str, Any]:
+def _subscription_attributes(state: BillingState, now: int) -> dict[str, Any]:
     chosen = choose_subscription(state.subscriptions)
     if chosen is None:
         return {}
+    currency = chosen.get("currency")
+    if currency is None and state.customer is not None:
+        currency = state.customer.get("currency")
     attributes: dict[str, Any] = {
         "subscription_id": chosen.get("id"),
         "subscription_status": chosen.get("status"),
-        "currency": chosen.get("currency"),
+        "currency": currency,
         "trial_end": chosen.get("trial_end"),
         "current_period_end": chosen.get("current_period_end"),
         "cancel_at_period_end": chosen.get("cancel_at_period_end"),
@@ -121,9 +138,51 @@ def _subscription_attributes(state: BillingState) -> dict[str, Any]:
             plan_interval=item.get("interval"),
             plan_amount=item.get("unit_amount"),
         )
-    counted = [s.get("mrr") for s in state.subscriptions if s.get("status") in MRR_STATUSES]
-    attributes["mrr"] = sum(m for m in counted if isinstance(m, int))
+    customer_discounts = list((state.customer or {}).get("discounts") or [])
+    # Keyed by currency; None for subscriptions that name none (old or partial payloads).
+    by_currency: dict[str | None, int] = {currency: 0}
+    for subscription in state.subscriptions:
+        if subscription.get("status") not in MRR_STATUSES:
+            continue
+        mrr = subscription_mrr(subscription, customer_discounts, now=now) or 0
+        code = subscription.get("currency") or currency
+        by_currency[code] = by_currency.get(code, 0) + mrr
+    attributes["mrr"] = by_currency[currency]
+    named = {code: mrr for code, mrr in by_currency.items() if code is not None}
+    if len(named) > 1:
+        attributes["mrr_by_currency"] = dict(sorted(named.items()))
+    attributes["metered_items_count"] = sum(
+        metered_count(list(s.get("items") or []))
+        for s in state.subscriptions
+        if s.get("status") in METERED_STATUSES
+    )
     return attributes
+
+
+def _spent_by_currency(
+    succeeded: list[dict[str, Any]], refunds: tuple[dict[str, Any], ...]
+) -> dict[str | None, int]:
+    """Succeeded charges minus refunds, per currency (None: a charge that names none)."""
+    charge_ids = {c.get("id") for c in succeeded}
+    refunds_by_charge: dict[str, int] = {}
+    spent: dict[str | None, int] = {}
+    for refund in refunds:
+        if refund.get("status") not in _REFUND_COUNTS:
+            continue
+        amount = refund.get("amount") or 0
+        charge_id = refund.get("charge_id")
+        if isinstance(charge_id, str) and charge_id in charge_ids:
+            refunds_by_charge[charge_id] = refunds_by_charge.get(charge_id, 0) + amount
+        elif charge_id is None and isinstance(refund.get("currency"), str):
+            spent[refund["currency"]] = spent.get(refund["currency"], 0) - amount
+    for charge in succeeded:
+        captured = charge.get("amount_captured")
+        captured = charge.get("amount") or 0 if captured is None else captured
+        # A refund seen as its own object, or as the charge's running total: the larger.
+        refunded = max(charge.get("amount_refunded") or 0, refunds_by_charge.get(charge["id"], 0))
+        code = charge.get("currency")
+        spent[code] = spent.get(code, 0) + captured - refunded
+    return spent
 
 
 def _payment_attributes(state: BillingState, currency: str | None) -> dict[str, Any]:
@@ -135,33 +194,17 @@ def _payment_attributes(state: BillingState, currency: str | None) -> dict[str, 
         newest = max(charges, key=lambda c: (c.get("created") or 0, str(c.get("id"))))
         currency = newest.get("currency")
         attributes["currency"] = currency
-    charges = [c for c in charges if currency is None or c.get("currency") == currency]
-    refunds_by_charge: dict[str, int] = {}
-    unlinked_refunds = 0
-    charge_ids = {c.get("id") for c in charges}
-    for refund in state.refunds:
-        if refund.get("status") not in _REFUND_COUNTS:
-            continue
-        amount = refund.get("amount") or 0
-        charge_id = refund.get("charge_id")
-        if isinstance(charge_id, str) and charge_id in charge_ids:
-            refunds_by_charge[charge_id] = refunds_by_charge.get(charge_id, 0) + amount
-        elif charge_id is None and refund.get("currency") == currency:
-            unlinked_refunds += amount
     succeeded = [c for c in charges if c.get("status") == "succeeded"]
     failed = [c for c in charges if c.get("status") == "failed"]
-    spent = 0
-    for charge in succeeded:
-        captured = charge.get("amount_captured")
-        captured = charge.get("amount") or 0 if captured is None else captured
-        # A refund seen as its own object, or as the charge's running total: the larger.
-        refunded = max(charge.get("amount_refunded") or 0, refunds_by_charge.get(charge["id"], 0))
-        spent += captured - refunded
+    spent = _spent_by_currency(succeeded, state.refunds)
     attributes.update(
-        total_spent=spent - unlinked_refunds,
+        total_spent=spent.get(currency, 0),
         payments_count=len(succeeded),
         failed_payments_count=len(failed),
     )
+    named = {code: amount for code, amount in spent.items() if code is not None}
+    if len(named) > 1:
+        attributes["total_spent_by_currency"] = dict(sorted(named.items()))
     paid_at = [c["created"] for c in succeeded if c.get("created") is not None]
     if paid_at:
         attributes["first_payment_at"] = min(paid_at)
@@ -173,10 +216,15 @@ def _payment_attributes(state: BillingState, currency: str | None) -> dict[str, 
 
 
 def profile_from_state(
-    customer_id: str, state: BillingState, known: dict[str, Any] | None = None
+    customer_id: str,
+    state: BillingState,
+    known: dict[str, Any] | None = None,
+    *,
+    now: int | None = None,
 ) -> dict[str, Any]:
-    """The profile from a customer's projected objects; `known` holds email, name and
-    created from the customers table, preferred over the projection's."""
+    """The profile from a customer's projected objects at `now` (Unix seconds, default the
+    current time: discounts and pauses end); `known` holds email, name and created from the
+    customers table, preferred over the projection's."""
     known = known or {}
     customer = state.customer or {}
     profile: dict[str, Any] = {
@@ -187,7 +235,7 @@ def profile_from_state(
         "created_at": known.get("created") or customer.get("created"),
         "delinquent": customer.get("delinquent"),
     }
-    profile.update(_subscription_attributes(state))
+    profile.update(_subscription_attributes(state, int(time.time()) if now is None else now))
     if profile.get("currency") is None:
         profile["currency"] = customer.get("currency")
     profile.update(_payment_attributes(state, profile.get("currency")))
@@ -203,8 +251,8 @@ def known_from_record(record: CustomerRecord | None) -> dict[str, Any]:
     return {"email": record.email, "name": record.name, "created": record.created}
 
 
-def compute_profile(store: Store, customer_id: str) -> dict[str, Any]:
+def compute_profile(store: Store, customer_id: str, *, now: int | None = None) -> dict[str, Any]:
     """The SPEC §4 billing-profile attributes of the customer, from the projection (and
     the customers table for email, name and created); absent when unknown."""
     known = known_from_record(store.get_customer(customer_id))
-    return profile_from_state(customer_id, store.billing_state(customer_id), known)
+    return profile_from_state(customer_id, store.billing_state(customer_id), known, now=now)

@@ -14,12 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from billbridge.billing.discounts import discount_summaries, pause_of
 from billbridge.billing.ordering import order_key
 from billbridge.billing.values import as_bool, as_int, as_text, item_summaries, mrr_of_items
 from billbridge.store.base import Store
 from billbridge.store.records_billing import BillingRow, BillingState
 from billbridge.stripe.events import (
     current_period_end_of,
+    current_period_start_of,
     object_of,
     subscription_id_of_invoice,
 )
@@ -34,22 +36,26 @@ def _customer_values(obj: dict[str, Any]) -> dict[str, Any]:
         "name": as_text(obj.get("name")),
         "currency": as_text(obj.get("currency")),
         "delinquent": as_bool(obj.get("delinquent")),
+        "discounts": discount_summaries(obj),
     }
 
 
 def _subscription_values(obj: dict[str, Any]) -> dict[str, Any]:
     items = item_summaries(obj)
+    period_end = current_period_end_of(obj)
     return {
         "status": as_text(obj.get("status")),
         "currency": as_text(obj.get("currency")),
-        "current_period_end": current_period_end_of(obj),
+        "current_period_end": period_end,
         "trial_end": as_int(obj.get("trial_end")),
         "cancel_at_period_end": as_bool(obj.get("cancel_at_period_end")),
         "cancel_at": as_int(obj.get("cancel_at")),
         "canceled_at": as_int(obj.get("canceled_at")),
         "ended_at": as_int(obj.get("ended_at")),
         "items": items,
-        "mrr": mrr_of_items(items),
+        "mrr": mrr_of_items(items),  # before discounts (profile applies those at its time)
+        "discounts": discount_summaries(obj, (current_period_start_of(obj), period_end)),
+        "pause_collection": pause_of(obj),
     }
 
 

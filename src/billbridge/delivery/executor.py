@@ -237,7 +237,15 @@ class DeliveryExecutor:
         deleted_reason = deleted_policy_skip(workflow, claim.action_index, event, person, policy)
         if deleted_reason is not None:
             return _skip(claim, started, deleted_reason)
-        extra = billing_context(self._store, workflow, claim.action_index, event, person, memo=memo)
+        extra = billing_context(
+            self._store,
+            workflow,
+            claim.action_index,
+            event,
+            person,
+            memo=memo,
+            stripe_api=self._resolver.stripe_api,
+        )
         try:
             planned = plan_action(
                 workflow,

@@ -36,7 +36,7 @@ from billbridge.store.records import (
 )
 from billbridge.store.records_billing import BillingRow
 from billbridge.store.statements import Statements
-from billbridge.store.tables_billing import BILLING_TABLES
+from billbridge.store.tables_billing import BILLING_TABLES, JSON_COLUMNS
 
 # Flags that only ever rise (a customer deleted, an invoice that once failed): set by any
 # snapshot that has them, whatever its order, and never cleared by the guarded upsert.
@@ -291,7 +291,9 @@ def billing_values(row: BillingRow, table: sa.Table) -> dict[str, Any]:
         "watermark": row.watermark,
         "order_key": row.order_key,
         **{
-            key: json.dumps(value, separators=(",", ":")) if key == "items" else value
+            key: json.dumps(value, separators=(",", ":"))
+            if key in JSON_COLUMNS and value is not None
+            else value
             for key, value in row.values.items()
         },
     }

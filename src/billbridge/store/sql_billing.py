@@ -24,6 +24,7 @@ from billbridge.store.records_billing import BillingRow, BillingState, CustomerS
 from billbridge.store.tables import customers
 from billbridge.store.tables_billing import (
     BILLING_TABLES,
+    JSON_COLUMNS,
     billing_charges,
     billing_customers,
     billing_disputes,
@@ -70,9 +71,9 @@ _SNAPSHOT_QUERIES: dict[str, sa.Select[Any]] = {
 def _row_dict(row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
     data.pop("updated_at", None)
-    items = data.get("items")
-    if isinstance(items, str):
-        data["items"] = json.loads(items)
+    for key in JSON_COLUMNS.intersection(data):
+        if isinstance(data[key], str):
+            data[key] = json.loads(data[key])
     return data
 
 

@@ -40,6 +40,8 @@ billing_customers = _common(
     sa.Column("currency", sa.String(16), nullable=True),
     sa.Column("delinquent", sa.Boolean(), nullable=True),
     sa.Column("deleted", sa.Boolean(), nullable=False),
+    # JSON list of discount summaries (billbridge.billing.discounts); NULL before 0007
+    sa.Column("discounts", sa.Text(), nullable=True),
 )
 
 billing_subscriptions = _common(
@@ -55,6 +57,9 @@ billing_subscriptions = _common(
     # JSON list of {price_id, product_id, interval, interval_count, unit_amount, quantity}
     sa.Column("items", sa.Text(), nullable=False),
     sa.Column("mrr", sa.BigInteger(), nullable=True),  # the items' monthly amount, any status
+    # JSON: discount summaries, and pause_collection (billbridge.billing.discounts)
+    sa.Column("discounts", sa.Text(), nullable=True),
+    sa.Column("pause_collection", sa.Text(), nullable=True),
 )
 
 billing_charges = _common(
@@ -96,6 +101,9 @@ billing_disputes = _common(
 )
 
 # Object kind (Stripe's `object` word) -> its table.
+# Projection columns holding JSON text (lists and objects of the billing values).
+JSON_COLUMNS = frozenset({"items", "discounts", "pause_collection"})
+
 BILLING_TABLES: dict[str, sa.Table] = {
     "customer": billing_customers,
     "subscription": billing_subscriptions,

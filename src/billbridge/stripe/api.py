@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import stripe
@@ -189,6 +189,25 @@ class StripeAPI:
         return self._cached_read(
             ("charge", account or "", charge_id), fetch, account, "read a charge"
         )
+
+    def read_expanded(
+        self, kind: str, object_id: str, expand: Sequence[str], *, account: str | None = None
+    ) -> dict[str, Any] | None:
+        """A fresh (never cached) read of a `subscription` or `customer` with the `expand`
+        paths expanded; None on 404 or a deleted customer."""
+        services = {
+            "subscription": self._client.v1.subscriptions,
+            "customer": self._client.v1.customers,
+        }
+        options: dict[str, Any] = {"stripe_account": account} if account else {}
+        try:
+            obj = services[kind].retrieve(object_id, {"expand": list(expand)}, options)
+        except stripe.StripeError as exc:
+            if isinstance(exc, stripe.InvalidRequestError) and _is_missing(exc):
+                return None
+            raise _translate(exc, f"read a {kind}") from None
+        value: dict[str, Any] = obj.to_dict()
+        return None if value.get("deleted") is True else value
 
     def check(self) -> str:
         """One cheap authenticated read (GET /v1/balance); a description when it works."""

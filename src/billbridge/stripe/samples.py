@@ -739,18 +739,21 @@ def _pi_succeeded(s: _Story) -> _Built:
 
 
 def _pi_payment_failed(s: _Story) -> _Built:
+    """A failed 3-D Secure authentication: the attempt created no charge (so no
+    charge.failed), which is what the payment-intent-failed default sends."""
     intent = _payment_intent(s, status="requires_payment_method")
     intent["last_payment_error"] = {
-        "advice_code": "try_again_later",
-        "charge": s.charge_id,
-        "code": "card_declined",
-        "decline_code": "insufficient_funds",
-        "doc_url": "https://docs.stripe.com/error-codes/card-declined",
-        "message": "Your card has insufficient funds.",
-        "network_decline_code": "51",
+        "code": "payment_intent_authentication_failure",
+        "doc_url": "https://docs.stripe.com/error-codes/payment-intent-authentication-failure",
+        "message": (
+            "The provided PaymentMethod has failed authentication. You can provide"
+            " payment_method_data or a new PaymentMethod to attempt to fulfill this"
+            " PaymentIntent again."
+        ),
         "payment_method": _payment_method(s),
-        "type": "card_error",
+        "type": "invalid_request_error",
     }
+    intent["latest_charge"] = None
     intent["payment_method"] = None
     return intent, None
 

@@ -70,6 +70,25 @@ _INVOICE_DATA: dict[str, Any] = {
 }
 
 
+# A failed attempt that created a charge has `last_payment_error.charge` (Stripe then also
+# sends charge.failed for it, which Payment failed turns into payment_failed): only the
+# attempts without a charge are left to payment_intent.payment_failed. Decided from each
+# payload alone, so arrival order does not matter.
+PAYMENT_INTENT_FAILED_FILTER = "not object.last_payment_error.charge"
+_PAYMENT_ERROR = "object.last_payment_error"
+_PAYMENT_INTENT_FAILED_DATA: dict[str, Any] = {
+    "amount": "{{ object.amount }}",
+    "currency": "{{ object.currency }}",
+    "status": "{{ object.status }}",
+    "description": "{{ object.description }}",
+    "payment_intent": "{{ object.id }}",
+    "failure_code": f"{{{{ {_PAYMENT_ERROR}.code }}}}",
+    "decline_code": f"{{{{ {_PAYMENT_ERROR}.decline_code }}}}",
+    "failure_message": f"{{{{ {_PAYMENT_ERROR}.message }}}}",
+    "payment_method_type": f"{{{{ {_PAYMENT_ERROR}.payment_method.type }}}}",
+}
+
+
 def _workflow(
     workflow_id: str,
     name: str,
@@ -236,6 +255,18 @@ def default_workflows() -> list[Workflow]:
             },
         ),
         _workflow(
+            "payment-intent-failed",
+            "Payment intent failed",
+            "payment_intent.payment_failed",
+            "Send payment_failed for a failed attempt that created no charge (e.g. a failed"
+            " 3-D Secure authentication); an attempt with a charge is sent by Payment failed"
+            " (charge.failed), so each attempt gives one payment_failed.",
+            profile_after=True,
+            event_name="payment_failed",
+            data=_PAYMENT_INTENT_FAILED_DATA,
+            filter_=PAYMENT_INTENT_FAILED_FILTER,
+        ),
+        _workflow(
             "charge-refunded",
             "Charge refunded",
             "charge.refunded",
@@ -341,13 +372,21 @@ def semantic_workflows() -> list[Workflow]:
         _semantic(
             "subscription_upgraded",
             "customer.subscription.updated",
-            "Send subscription_upgraded when a plan change raises the MRR (before/after).",
+            "Send subscription_upgraded when a change raises the MRR, or swaps the plan at"
+            " the same interval and MRR (before/after).",
             subscription,
         ),
         _semantic(
             "subscription_downgraded",
             "customer.subscription.updated",
-            "Send subscription_downgraded when a plan change lowers the MRR (before/after).",
+            "Send subscription_downgraded when a change lowers the MRR (before/after).",
+            subscription,
+        ),
+        _semantic(
+            "subscription_interval_changed",
+            "customer.subscription.updated",
+            "Send subscription_interval_changed when the billing interval changes (e.g."
+            " monthly to yearly), whatever the MRR (before/after).",
             subscription,
         ),
         _semantic(
@@ -360,7 +399,20 @@ def semantic_workflows() -> list[Workflow]:
             "subscription_reactivated",
             "customer.subscription.updated",
             "Send subscription_reactivated when a scheduled cancellation is undone or a"
-            " canceled or paused subscription is active again.",
+            " canceled subscription is active again.",
+            subscription,
+        ),
+        _semantic(
+            "subscription_paused",
+            "customer.subscription.updated",
+            "Send subscription_paused when payment collection is paused or the"
+            " subscription's status becomes paused.",
+            subscription,
+        ),
+        _semantic(
+            "subscription_resumed",
+            "customer.subscription.updated",
+            "Send subscription_resumed when paused collection or a paused subscription resumes.",
             subscription,
         ),
         _semantic(
@@ -375,6 +427,17 @@ def semantic_workflows() -> list[Workflow]:
             "payment_recovered",
             "invoice.paid",
             "Send payment_recovered when an invoice is paid after a failed attempt.",
+            {
+                "invoice": "{{ object.id }}",
+                "amount_paid": "{{ object.amount_paid }}",
+                "currency": "{{ object.currency }}",
+                "subscription": _INVOICE_DATA["subscription"],
+            },
+        ),
+        _semantic(
+            "trial_converted",
+            "invoice.paid",
+            "Send trial_converted when the first invoice after a trial is paid.",
             {
                 "invoice": "{{ object.id }}",
                 "amount_paid": "{{ object.amount_paid }}",

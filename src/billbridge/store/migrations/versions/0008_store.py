@@ -1,7 +1,7 @@
 """Fleet heartbeats: a `workers` table, and the worker that holds each claimed delivery.
 
 Revision ID: 0008_store
-Revises: 0006_throttle
+Revises: 0007_billing
 Create Date: 2026-12-03
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_store"
-down_revision = "0006_throttle"
+down_revision = "0007_billing"
 branch_labels = None
 depends_on = None
 
