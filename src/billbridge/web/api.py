@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from billbridge.errors import StoreUnavailableError, WorkflowValidationError
 from billbridge.services import Services
 from billbridge.store.records import EventFilter, EventStatus
+from billbridge.stripe.events import check_event_bounds
 from billbridge.stripe.samples import SAMPLE_EVENT_TYPES, sample_event
 from billbridge.web.operations import parse_duration, replay_event_report, replay_failed_report
 from billbridge.web.preview import preview_workflow
@@ -334,6 +335,10 @@ async def _test_event(
     if len(given) > 1:
         raise HTTPException(422, "give at most one of event_type, stripe_event_id and event")
     if body.event is not None:
+        try:
+            check_event_bounds(body.event)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         return body.event
     if body.stripe_event_id:
         stripe_event_id = body.stripe_event_id
