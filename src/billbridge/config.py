@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     cookie_secure: bool = Field(default=False, alias="BILLBRIDGE_COOKIE_SECURE")
     session_lifetime: float = Field(default=43_200.0, alias="BILLBRIDGE_SESSION_LIFETIME", gt=0)
     public_url: str | None = Field(default=None, alias="BILLBRIDGE_PUBLIC_URL")
+    # /openapi.json without credentials (off: it needs a token or a login like /api/*).
+    public_api_docs: bool = Field(default=False, alias="BILLBRIDGE_PUBLIC_API_DOCS")
     # For tests only: lets alert URLs point at 127.0.0.1 (a local receiver).
     alerts_allow_loopback: bool = Field(default=False, alias="BILLBRIDGE_ALERTS_ALLOW_LOOPBACK")
     alerts_check_interval: float = Field(
