@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from billbridge.app import create_app
 from billbridge.config import Settings
+from billbridge.stripe.samples import sample_event
+from billbridge.stripe.signature import sign_payload
 from billbridge.web.auth import ApiGuard
 from tests.support.auth import API_TOKEN_ENV, AUTH
-from tests.support.live_server import serve_app
+from tests.support.live_server import serve_app, wait_until
 
 SECRET = "whsec_hostile_test_secret"
 POWER_LOOP = (
@@ -56,6 +60,51 @@ def test_a_hostile_template_on_the_test_endpoint_fails_fast_and_the_process_answ
     assert "integer over 4096 bits" in step["reason"]
     assert elapsed < 1.0
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_hostile_template_fails_its_delivery_once_in_the_worker(tmp_path: Path) -> None:
+    """In the worker, the same template fails its delivery at the first attempt (terminal,
+    not retried) with the limit in the error; the webhook and /healthz keep answering."""
+    settings = Settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'worker.db'}",
+        STRIPE_WEBHOOK_SECRET=SECRET,
+        BILLBRIDGE_VAR_DIR=str(tmp_path / "var"),
+        CUSTOMERIO_SITE_ID="",
+        CUSTOMERIO_TRACK_API_KEY="",
+        CUSTOMERIO_APP_API_KEY="",
+        **API_TOKEN_ENV,
+    )
+    app = create_app(settings, run_worker=True)
+    workflow = {
+        "id": "stall",
+        "name": "Stall",
+        "trigger": {"events": ["customer.created"]},
+        "actions": [{"type": "identify", "attributes": {"x": POWER_LOOP}}],
+    }
+    with serve_app(app) as url, httpx.Client(base_url=url, headers=AUTH, timeout=30) as http:
+        assert http.post("/api/workflows", json=workflow).status_code == 201
+        event = sample_event("customer.created", event_id="evt_hostile_worker")
+        body = json.dumps(event).encode()
+        answer = http.post(
+            "/webhooks/stripe",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "Stripe-Signature": sign_payload(body, SECRET),
+            },
+        )
+        assert answer.status_code == 200
+
+        def failed_delivery() -> dict[str, Any] | None:
+            detail = http.get("/api/events/evt_hostile_worker").json()
+            found = [d for d in detail["deliveries"] if d["workflow_id"] == "stall"]
+            return found[0] if found and found[0]["status"] == "failed" else None
+
+        delivery = wait_until(failed_delivery, timeout=20)
+        assert delivery["attempt_count"] == 1
+        assert "integer over 4096 bits" in delivery["last_error"]
+        assert delivery["attempts"][0]["outcome"] == "terminal_error"
+        assert http.get("/healthz").status_code == 200
 
 
 def test_the_api_guard_matches_the_route_path_under_a_root_path(tmp_path: Path) -> None:

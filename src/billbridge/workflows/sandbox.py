@@ -299,16 +299,6 @@ def checked_binop(op: str, left: Any, right: Any, limits: TemplateLimits) -> Any
 
 # String methods called from a template ----------------------------------------------------
 
-_STRINGIFYING_FILTERS: Final = (
-    "string",
-    "tojson",
-    "pprint",
-    "urlencode",
-    "xmlattr",
-    "e",
-    "escape",
-    "forceescape",
-)
 _PADDING_METHODS: Final = frozenset({"center", "ljust", "rjust", "zfill"})
 _REFUSED_METHODS: Final = frozenset({"translate", "maketrans"})
 
@@ -343,7 +333,8 @@ def _check_string_method(method: Any, args: tuple[Any, ...], kwargs: Mapping[str
         tabsize = 8 if tabsize is None else tabsize
         _check_width(tabsize, limits, "`expandtabs`")
         if isinstance(tabsize, int):
-            _check_text(len(text) + text.count("\t") * tabsize, limits, "`expandtabs`")
+            tabs = text.count("\t" if isinstance(text, str) else b"\t")
+            _check_text(len(text) + tabs * tabsize, limits, "`expandtabs`")
     elif name == "replace":
         size = _replace_size(
             text,
@@ -363,6 +354,17 @@ def _checked_join(separator: Any, items: Any, limits: TemplateLimits) -> list[An
 
 
 # Filters --------------------------------------------------------------------------------
+
+_STRINGIFYING_FILTERS: Final = (  # each weighs its value before turning it into text
+    "string",
+    "tojson",
+    "pprint",
+    "urlencode",
+    "xmlattr",
+    "e",
+    "escape",
+    "forceescape",
+)
 
 
 def _center(value: Any, width: int = 80) -> str:
