@@ -28,10 +28,24 @@ def _restore_logging() -> Iterator[None]:
     """Each test configures logging; the next test module gets the defaults back."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    # As `serve` runs uvicorn (log_config=None): its loggers hand records to the root's
+    # handler. Another test's uvicorn may have configured them otherwise.
+    foreign = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error")]
+    saved = [(lg.handlers[:], lg.propagate, lg.level, lg.disabled) for lg in foreign]
+    for logger in foreign:
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+        logger.disabled = False
     yield
     structlog.reset_defaults()
     root.handlers[:] = handlers
     root.setLevel(level)
+    for logger, (own, propagate, own_level, disabled) in zip(foreign, saved, strict=True):
+        logger.handlers[:] = own
+        logger.propagate = propagate
+        logger.setLevel(own_level)
+        logger.disabled = disabled
 
 
 def _fail_with_secret_local() -> None:
