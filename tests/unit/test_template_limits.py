@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from billbridge.workflows.sandbox import TemplateLimits, render_budget
+from billbridge.workflows.limits import TemplateLimits, render_budget
 from billbridge.workflows.templates import TemplateError, evaluate_filter, render_value
 
 CONTEXT: dict[str, Any] = {"object": {"amount": 2900, "lines": [1, 2, 3]}, "event": {}}

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from billbridge.customerio.requests import CioRequest, path_identifier
 from billbridge.ids import deterministic_ulid
+from billbridge.workflows.limits import render_budget
 from billbridge.workflows.model import (
     AddToSegmentAction,
     CustomerDeletedPolicyAction,
@@ -32,7 +33,6 @@ from billbridge.workflows.model import (
     UnsuppressPersonAction,
     Workflow,
 )
-from billbridge.workflows.sandbox import render_budget
 from billbridge.workflows.templates import (
     MISSING,
     TemplateError,

@@ -11,7 +11,7 @@ rendered recursively; an undefined value or `None` is MISSING, and a mapping dro
 key ("absent when unknown, never invented"). On a mapping a key wins over a method of
 the same name, so `object.items.data[0]` reads a subscription's items. The sandbox
 refuses private and dunder attributes, and anything over its hard limits (integer sizes,
-text built, widths, loop iterations, output, 0.5 s per render: `sandbox.py`), with a
+text built, widths, loop iterations, output, 0.5 s per render: `limits.py`), with a
 `SecurityError`, which becomes a `TemplateError` naming the field.
 """
 
@@ -26,7 +26,8 @@ from jinja2 import Template, TemplateSyntaxError, Undefined
 from jinja2.exceptions import SecurityError
 
 from billbridge.errors import BillbridgeError
-from billbridge.workflows.sandbox import SANDBOX, check_weight, render_budget
+from billbridge.workflows.limits import check_weight, render_budget
+from billbridge.workflows.sandbox import SANDBOX
 
 _CACHE_SIZE: Final = 2048  # compiled templates kept; a few per action of every workflow
 
