@@ -27,6 +27,7 @@ from billbridge.stripe.reconcile import start_periodic_reconcile
 from billbridge.stripe.webhook_setup import saved_webhook_secrets
 from billbridge.web.api import build_api_router
 from billbridge.web.dashboard import install_dashboard
+from billbridge.web.headers import SecurityHeaders
 from billbridge.web.openapi import install_openapi
 from billbridge.web.pages_access import install_access
 
@@ -144,6 +145,11 @@ def create_app(
         version=__version__,
         description="Stripe webhooks in, Customer.io calls out: nothing lost, nothing doubled.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc would load their scripts from a CDN on this origin, and no
+        # dependency ships them: off. /openapi.json needs credentials like /api/* unless
+        # BILLBRIDGE_PUBLIC_API_DOCS=true (ApiGuard).
+        docs_url=None,
+        redoc_url=None,
     )
 
     @app.post(
@@ -186,4 +192,5 @@ def create_app(
     install_access(app, settings)  # login, sessions, /api/* guard, settings pages and API
     install_dashboard(app)  # overview, events, workflows, "Try it" and /static
     install_openapi(app)  # security schemes, error shapes, the webhook's body: /openapi.json
+    app.add_middleware(SecurityHeaders)  # added last: it wraps the /api guard's answers too
     return app

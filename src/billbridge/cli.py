@@ -30,7 +30,7 @@ from billbridge.cli_events import events_app, replay
 from billbridge.cli_stripe import backfill, reconcile, setup_webhook
 from billbridge.cli_workflows import workflows_app
 from billbridge.config import Settings, dev_webhook_secret, load_settings
-from billbridge.observability import configure_logging
+from billbridge.observability import configure_logging, settings_secrets
 from billbridge.store import open_store
 from billbridge.stripe.samples import SAMPLE_EVENT_TYPES, sample_event
 from billbridge.stripe.signature import sign_payload
@@ -111,7 +111,9 @@ def serve(
             overrides["BILLBRIDGE_FORWARDED_ALLOW_IPS"] = forwarded_allow_ips
         settings = load_settings(**overrides)
         configure_logging(
-            log_format="json" if log_json else settings.log_format, level=settings.log_level
+            log_format="json" if log_json else settings.log_format,
+            level=settings.log_level,
+            secrets=settings_secrets(settings),
         )
         if dev and not settings.webhook_secrets:
             secret = dev_webhook_secret(settings.var_dir)
@@ -169,7 +171,11 @@ def worker(
 
     with friendly_errors():
         settings = load_settings()
-        configure_logging(log_format=settings.log_format, level=settings.log_level)
+        configure_logging(
+            log_format=settings.log_format,
+            level=settings.log_level,
+            secrets=settings_secrets(settings),
+        )
         run_worker_process(settings, concurrency)
 
 

@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     forwarded_allow_ips: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), alias="BILLBRIDGE_FORWARDED_ALLOW_IPS"
     )
+    # /openapi.json without credentials (off: it needs a token or a login like /api/*).
+    public_api_docs: bool = Field(default=False, alias="BILLBRIDGE_PUBLIC_API_DOCS")
     # For tests only: lets alert URLs point at 127.0.0.1 (a local receiver).
     alerts_allow_loopback: bool = Field(default=False, alias="BILLBRIDGE_ALERTS_ALLOW_LOOPBACK")
     alerts_check_interval: float = Field(

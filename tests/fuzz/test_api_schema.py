@@ -134,30 +134,24 @@ def test_a_token_id_beyond_any_row_is_a_422(running: tuple[str, dict[str, Any]])
     assert answer.status_code == 422, answer.text
 
 
-# Known 500s outside this suite's generated inputs, fixed under issue 12 item 5 by another
-# change: each is expected to fail until then (strict: a fix makes the mark fail, so the
-# mark is removed with the fix and the case stays guarded).
-KNOWN = "issue 12 item 5: "
+# 500s found outside this suite's generated inputs (issue 12 item 5), kept as guards.
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN + "a cursor past 2**63 overflows the query")
-def test_known_cursor_overflow(running: tuple[str, dict[str, Any]]) -> None:
+def test_cursor_overflow_is_a_400(running: tuple[str, dict[str, Any]]) -> None:
     """GET /api/events?cursor=99999999999999999999 answers 400, not 500."""
     url, _ = running
     answer = httpx.get(url + "/api/events?cursor=99999999999999999999", headers=AUTH, timeout=10)
     assert answer.status_code == 400
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN + "created >= 2**63 overflows the BIGINT column")
-def test_known_created_overflow(running: tuple[str, dict[str, Any]]) -> None:
+def test_created_overflow_is_a_400(running: tuple[str, dict[str, Any]]) -> None:
     """A signed event with created = 2**63 answers 400, not 500."""
     url, _ = running
     answer = _signed_webhook(url, {**sample_event("invoice.paid"), "created": 2**63})
     assert answer.status_code == 400
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN + "t= past Python's 4,300-digit int limit")
-def test_known_signature_timestamp_overflow(running: tuple[str, dict[str, Any]]) -> None:
+def test_signature_timestamp_overflow_is_a_400(running: tuple[str, dict[str, Any]]) -> None:
     """Stripe-Signature: t=<4,400 digits> answers 400, not 500, before any HMAC."""
     url, _ = running
     answer = httpx.post(
@@ -169,8 +163,7 @@ def test_known_signature_timestamp_overflow(running: tuple[str, dict[str, Any]])
     assert answer.status_code == 400
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN + "replayed=² reaches int() on the events page")
-def test_known_replayed_superscript(running: tuple[str, dict[str, Any]]) -> None:
+def test_replayed_superscript_is_not_a_500(running: tuple[str, dict[str, Any]]) -> None:
     """The dashboard's /events?replayed=² answers a page or a 4xx, not 500."""
     url, _ = running
     with logged_in(url) as client:

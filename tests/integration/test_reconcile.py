@@ -166,3 +166,19 @@ def test_periodic_reconcile_in_serve_picks_up_a_missed_event(
     delivered = cio_track_events(fake_customerio)
     assert delivered[(event["id"], "payment_failed")] == 1
     assert reconcile_types(services.catalog)  # the catalog the task used is the app's
+
+
+def test_reconcile_skips_an_event_out_of_the_ingest_bounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_stripe: FakeStripe
+) -> None:
+    """An Events API event a webhook would be refused for (an integer past 64 bits) is not
+    stored; the others are."""
+    use_env(monkeypatch, tmp_path, fake_stripe)
+    good = sample_event("charge.failed", created=1_900_000_000 - 86_400)
+    bad = sample_event("charge.failed", created=1_900_000_000 - 86_400)
+    bad["data"]["object"]["amount"] = 2**64 - 1
+    fake_stripe.add_event(good)
+    fake_stripe.add_event(bad)
+    result = invoke("reconcile", "--since", "29d")
+    assert result.exit_code == 0, result.output
+    assert "1 recovered" in result.output

@@ -40,15 +40,21 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
 
 
 @contextmanager
-def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn in a thread (on `port`, or a free one); yields its
-    base URL. Like `billbridge serve`, uvicorn itself believes no X-Forwarded-* header."""
+def serve_app(app: Any, port: int | None = None, root_path: str = "") -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a thread (on `port`, or a free one, mounted under
+    `root_path` as `--root-path` does); yields its base URL. Like `billbridge serve`,
+    uvicorn itself believes no X-Forwarded-* header."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port or 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on", proxy_headers=False
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        proxy_headers=False,
+        root_path=root_path,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

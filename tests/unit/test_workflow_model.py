@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import time
 from typing import Any
 
 import pytest
@@ -307,3 +308,23 @@ def test_the_id_new_is_reserved_for_the_dashboards_create_page() -> None:
     with pytest.raises(WorkflowValidationError) as caught:
         validate_workflow(data)
     assert "reserved" in caught.value.problems["id"]
+
+
+BILLION_LAUGHS = "workflows:\n" + "".join(
+    f"  - &{name} [{', '.join([ref] * 9)}]\n"
+    for name, ref in zip("abcdefghi", ['"lol"', *("*" + n for n in "abcdefgh")], strict=True)
+)
+
+
+def test_yaml_aliases_are_refused_quickly_with_a_clear_error() -> None:
+    """A few hundred bytes of nested aliases (9**9 nodes once expanded) is refused at the
+    first alias, in milliseconds, naming the line; a plain anchor alone is harmless."""
+    assert len(BILLION_LAUGHS) < 500
+    started = time.perf_counter()
+    with pytest.raises(WorkflowValidationError) as caught:
+        load_workflows_yaml(BILLION_LAUGHS)
+    assert time.perf_counter() - started < 0.5
+    assert caught.value.problems == {
+        "yaml": "line 3, column 9: YAML aliases (*name) are not allowed in workflow files:"
+        " write the value out"
+    }

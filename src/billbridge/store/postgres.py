@@ -79,6 +79,7 @@ class PostgresStore(SqlStore):
             max_overflow=max_overflow,
             pool_timeout=10,
             pool_pre_ping=True,  # a restarted server must not cost a failed ingest
+            hide_parameters=True,  # an error's message never shows the values
             connect_args=connect_args,
         )
         # A savepoint would give the rows a job writes a subtransaction's xmin, which the

@@ -149,13 +149,10 @@ def encode_cursor(event_id: int) -> str:
 
 
 def decode_cursor(cursor: str) -> int:
-    try:
-        value = int(cursor)
-    except ValueError:
-        raise ValueError("invalid cursor: pass back the next_cursor of a previous page") from None
-    if value < 0:
+    """The event id of a cursor; ValueError unless it is one (a 64-bit row id)."""
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 19) or int(cursor) >= 2**63:
         raise ValueError("invalid cursor: pass back the next_cursor of a previous page")
-    return value
+    return int(cursor)
 
 
 def event_summary(row: DbRow) -> EventSummary:

@@ -49,6 +49,7 @@ def _make_engine(database_url: str, *, begin: str, busy_timeout: float, pooled: 
     engine = sa.create_engine(
         database_url,
         connect_args={"check_same_thread": False, "timeout": busy_timeout},
+        hide_parameters=True,  # an error's message never shows the values (tokens, hashes)
         **({"pool_size": 8, "max_overflow": 56} if pooled else {"poolclass": NullPool}),
     )
 

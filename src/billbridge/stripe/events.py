@@ -19,6 +19,43 @@ from billbridge.store.records import CustomerRecord, EventSource, NewEvent
 THIN_EVENT = "thin events (v2.core.event) are not supported; use a snapshot webhook endpoint"
 CUSTOMER_EVENTS = ("customer.created", "customer.updated", "customer.deleted")
 
+# Bounds every stored event keeps, so that whatever ingest accepts, the store, the pages,
+# the API and the templates can handle: Stripe's events nest about 6 levels; a database
+# integer is 64-bit; `datetime` shows years up to 9999.
+MAX_NESTING = 64  # levels of objects and arrays, the event itself being level 1
+INT64_LIMIT = 2**63  # integers must lie in [-2**63, 2**63)
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+def bounds_problem(value: Any) -> str | None:
+    """Why a decoded event is out of bounds (nesting, integer range), or None.
+
+    One pass over the event without recursion; a typical event (~200 values) costs tens
+    of microseconds.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return f"nested deeper than {MAX_NESTING} levels"
+        for item in node.values() if type(node) is dict else node:
+            kind = type(item)
+            if kind is dict or kind is list:
+                stack.append((item, depth + 1))
+            elif kind is int and not -INT64_LIMIT <= item < INT64_LIMIT:
+                return "an integer outside the 64-bit range"
+    return None
+
+
+def check_event_bounds(event: dict[str, Any]) -> None:
+    """Raise ValueError (a message safe to show) when the event is out of bounds."""
+    problem = bounds_problem(event)
+    if problem is not None:
+        raise ValueError(f"the event is {problem}")
+    created = event.get("created")
+    if isinstance(created, int) and not 0 <= created <= MAX_TIMESTAMP:
+        raise ValueError('"created" is not a Unix timestamp between 1970 and 9999')
+
 
 def parse_event(body: bytes) -> dict[str, Any]:
     """The event as a dict, after checking it has the shape of a Stripe snapshot event."""
@@ -48,6 +85,10 @@ def parse_event(body: bytes) -> dict[str, Any]:
     data = event.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise WebhookRejected(400, 'body is not a Stripe event: "data.object" must be an object')
+    try:
+        check_event_bounds(event)
+    except ValueError as exc:
+        raise WebhookRejected(400, f"body is not a Stripe event: {exc}") from None
     return event
 
 

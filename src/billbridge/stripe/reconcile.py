@@ -36,6 +36,7 @@ from billbridge.ingest import IngestService
 from billbridge.observability import Metrics
 from billbridge.services import Services
 from billbridge.store.base import Store
+from billbridge.stripe.events import check_event_bounds
 from billbridge.stripe.listing import StripeLister
 from billbridge.workflows.catalog import WorkflowCatalog
 from billbridge.workflows.late_events import LATE_AFTER
@@ -135,6 +136,15 @@ class Reconciler:
                 created = event.get("created")
                 if isinstance(created, int):
                     newest = max(newest, created)
+                try:
+                    check_event_bounds(event)  # what a webhook of it would be refused for
+                except ValueError as exc:
+                    log.warning(
+                        "event out of bounds, not stored",
+                        stripe_event_id=event.get("id"),
+                        reason=str(exc),
+                    )
+                    continue
                 raw = json.dumps(event, separators=(",", ":"))
                 result = self._ingest.store_event(event, raw, "reconcile")
                 if result.inserted:

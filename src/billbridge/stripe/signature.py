@@ -18,6 +18,7 @@ from billbridge.errors import WebhookRejected
 
 DEFAULT_TOLERANCE = 300  # seconds, the SDK default; 0 would disable the recency check
 EXPECTED_SCHEME = "v1"
+MAX_TIMESTAMP_DIGITS = 12
 
 NO_SECRET = "no webhook secret is configured on this server"  # noqa: S105 - a message
 MISSING_HEADER = "missing Stripe-Signature header"
@@ -43,7 +44,10 @@ def _parse_header(header: str) -> tuple[int, list[str]]:
         if not sep:
             continue
         if key == "t":
+            # 12 digits reach the year 33658; more would only make `int` slow or refuse
             if timestamp is not None or not (value.isascii() and value.isdigit()):
+                raise WebhookRejected(400, MALFORMED_HEADER)
+            if len(value) > MAX_TIMESTAMP_DIGITS:
                 raise WebhookRejected(400, MALFORMED_HEADER)
             timestamp = int(value)
         elif key == EXPECTED_SCHEME:

@@ -13,13 +13,15 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from billbridge.errors import StoreUnavailableError, WorkflowValidationError
 from billbridge.services import Services
 from billbridge.store.records import EventFilter, EventStatus
+from billbridge.stripe.events import check_event_bounds
 from billbridge.stripe.samples import SAMPLE_EVENT_TYPES, sample_event
+from billbridge.web.auth import require_api_auth
 from billbridge.web.operations import parse_duration, replay_event_report, replay_failed_report
 from billbridge.web.preview import preview_workflow
 from billbridge.web.schemas import (
@@ -78,7 +80,7 @@ def _workflow_data(workflow: Workflow) -> dict[str, Any]:
 
 def build_api_router() -> APIRouter:
     """The `/api` routes; services are read from `request.app.state.services`."""
-    router = APIRouter(prefix="/api")
+    router = APIRouter(prefix="/api", dependencies=[Depends(require_api_auth)])
     _add_event_routes(router)
     _add_workflow_routes(router)
     return router
@@ -336,6 +338,10 @@ async def _test_event(
     if len(given) > 1:
         raise HTTPException(422, "give at most one of event_type, stripe_event_id and event")
     if body.event is not None:
+        try:
+            check_event_bounds(body.event)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         return body.event
     if body.stripe_event_id:
         stripe_event_id = body.stripe_event_id

@@ -258,23 +258,42 @@ async def require_api_auth(request: Request) -> Principal:
     return await authenticate_api(request)
 
 
+OPENAPI_PATH = "/openapi.json"
+
+
 def is_api_path(path: str) -> bool:
     return path == "/api" or path.startswith("/api/")
 
 
-class ApiGuard:
-    """ASGI middleware: every `/api/*` request must authenticate (see `authenticate_api`),
-    and a freshly minted double-submit CSRF token is set as a cookie on the way out."""
+def route_path(scope: Scope) -> str:
+    """The path the router matches: the request's path without the app's `root_path`
+    (mounted under `/bb`, a request for `/bb/api/x` is routed as `/api/x`)."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and (path == root_path or path.startswith(root_path + "/")):
+        return path[len(root_path) :] or "/"
+    return path
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class ApiGuard:
+    """ASGI middleware: every `/api/*` request (and `/openapi.json`, unless
+    BILLBRIDGE_PUBLIC_API_DOCS) must authenticate (see `authenticate_api`), matched on the
+    route path so that a `root_path` cannot slip past it; and a freshly minted
+    double-submit CSRF token is set as a cookie on the way out."""
+
+    def __init__(self, app: ASGIApp, *, public_api_docs: bool = False) -> None:
         self.app = app
+        self.public_api_docs = public_api_docs
+
+    def _guarded(self, path: str) -> bool:
+        return is_api_path(path) or (path == OPENAPI_PATH and not self.public_api_docs)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        if is_api_path(request.url.path):
+        if self._guarded(route_path(scope)):
             try:
                 await authenticate_api(request)
             except HTTPException as exc:
@@ -355,7 +374,7 @@ class AuthState:
 def install_auth(app: FastAPI, settings: Settings) -> None:
     """Guard `/api/*`, set pre-login CSRF cookies, and turn LoginRequired into a redirect."""
     app.state.auth = AuthState(settings)
-    app.add_middleware(ApiGuard)
+    app.add_middleware(ApiGuard, public_api_docs=settings.public_api_docs)
 
     async def redirect_to_login(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LoginRequired)  # noqa: S101 - registered for this class only

@@ -258,7 +258,9 @@ def build_events_router() -> APIRouter:
 
 def _count(request: Request, name: str) -> int | None:
     value = request.query_params.get(name)
-    return int(value) if value is not None and value.isdigit() else None
+    if value is None or not (value.isascii() and value.isdigit() and len(value) <= 9):
+        return None  # not a count we wrote (`²` is a digit to `isdigit`, not to `int`)
+    return int(value)
 
 
 def _replay_notice(request: Request) -> str | None:

@@ -15,12 +15,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 from billbridge.errors import DeliveryError
 from billbridge.services import Services
 from billbridge.store.records import EventFilter, EventSummary
+from billbridge.stripe.events import check_event_bounds
 from billbridge.stripe.samples import SAMPLE_EVENT_TYPES, sample_event
 from billbridge.web.auth import User
 from billbridge.web.pages_common import (
@@ -95,11 +97,12 @@ async def _event_from_form(services: Services, form: dict[str, str]) -> dict[str
         if len(given) > MAX_EVENT_BYTES:
             raise ValueError("the event is over 1 MiB")
         try:
-            event = json.loads(given)
-        except ValueError:
+            event = orjson.loads(given)  # as ingest decodes: any depth up to 1,024, no recursion
+        except orjson.JSONDecodeError:
             raise ValueError("the sample event is not valid JSON: start again") from None
         if not isinstance(event, dict):
             raise ValueError("the sample event is not a JSON object: start again")
+        check_event_bounds(event)
         return event
     try:
         return sample_event(form.get("sample_type", ""))

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from billbridge.customerio.requests import CioRequest, path_identifier
 from billbridge.ids import deterministic_ulid
+from billbridge.workflows.limits import render_budget
 from billbridge.workflows.model import (
     AddToSegmentAction,
     CustomerDeletedPolicyAction,
@@ -282,8 +283,30 @@ def plan_action(
     if not 0 <= action_index < len(workflow.actions):
         return Skip(f"workflow {workflow.id!r} has no action {action_index} any more")
     context = build_context(event, person, profile=profile, changes=changes)
-    if workflow.filter is not None and not evaluate_filter(workflow.filter, context):
-        return Skip(f"filter did not match: {workflow.filter}")
+    with render_budget():  # one budget (time, loops, output) for the filter and every value
+        if workflow.filter is not None and not evaluate_filter(workflow.filter, context):
+            return Skip(f"filter did not match: {workflow.filter}")
+        return _plan_body(
+            workflow,
+            action_index,
+            event=event,
+            context=context,
+            person=person,
+            identifier_mode=identifier_mode,
+            deleted_policy=deleted_policy,
+        )
+
+
+def _plan_body(
+    workflow: Workflow,
+    action_index: int,
+    *,
+    event: Mapping[str, Any],
+    context: Mapping[str, Any],
+    person: PersonLike,
+    identifier_mode: str,
+    deleted_policy: str,
+) -> CioRequest | Skip:
     action = workflow.actions[action_index]
     path = f"actions.{action_index}"
     if isinstance(action, IdentifyAction):

@@ -10,27 +10,25 @@ expression's native type; any other string renders to a string; lists and mappin
 rendered recursively; an undefined value or `None` is MISSING, and a mapping drops the
 key ("absent when unknown, never invented"). On a mapping a key wins over a method of
 the same name, so `object.items.data[0]` reads a subscription's items. The sandbox
-refuses private and dunder attributes with a `SecurityError`, which becomes a
-`TemplateError` naming the field.
+refuses private and dunder attributes, and anything over its hard limits (integer sizes,
+text built, widths, loop iterations, output, 0.5 s per render: `limits.py`), with a
+`SecurityError`, which becomes a `TemplateError` naming the field.
 """
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, Final
 
-from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, Undefined
+from jinja2 import Template, TemplateSyntaxError, Undefined
 from jinja2.exceptions import SecurityError
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from billbridge.errors import BillbridgeError
+from billbridge.workflows.limits import check_weight, render_budget
+from billbridge.workflows.sandbox import SANDBOX
 
-_MAX_REPEAT: Final = 100_000  # longest string or list `*` may build (items or characters)
-_MAX_EXPONENT: Final = 64  # `**` beyond this is refused: it only serves to exhaust memory
 _CACHE_SIZE: Final = 2048  # compiled templates kept; a few per action of every workflow
 
 # "{{ expr }}" and nothing else (surrounding whitespace allowed). `{{-`/`-}}` are Jinja's
@@ -66,64 +64,7 @@ class _MissingType:
 MISSING: Final = _MissingType()
 
 
-def _finalize(value: Any) -> Any:
-    # Inside a longer string, a null renders as nothing rather than the word "None".
-    return "" if value is None else value
-
-
-def _checked_multiply(left: Any, right: Any) -> Any:
-    for seq, count in ((left, right), (right, left)):
-        if (
-            isinstance(seq, str | list | tuple)
-            and isinstance(count, int)
-            and len(seq) * count > _MAX_REPEAT
-        ):
-            raise SecurityError(f"`*` would build more than {_MAX_REPEAT} items")
-    return operator.mul(left, right)
-
-
-def _checked_power(left: Any, right: Any) -> Any:
-    if isinstance(right, int | float) and abs(right) > _MAX_EXPONENT:
-        raise SecurityError(f"`**` with an exponent above {_MAX_EXPONENT} is not allowed")
-    return operator.pow(left, right)
-
-
-class _BillbridgeSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, with three Billbridge choices.
-
-    - Keys win over methods on mappings: Stripe objects have an `items` field, and
-      `object.items.data[0]` must read it rather than `dict.items`.
-    - An unsafe attribute raises at once instead of becoming a silent (chainable)
-      undefined, so `''.__class__.__mro__` fails loudly.
-    - `*` and `**` are bounded so a template cannot exhaust memory.
-    """
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Mapping) and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
-        raise SecurityError(
-            f"access to attribute {attribute!r} of a {type(obj).__name__!r} is not allowed"
-        )
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            return _checked_multiply(left, right)
-        if operator == "**":
-            return _checked_power(left, right)
-        return super().call_binop(context, operator, left, right)
-
-
-_ENV: Final = _BillbridgeSandbox(
-    undefined=ChainableUndefined,
-    autoescape=False,
-    finalize=_finalize,
-    keep_trailing_newline=True,
-)
+_ENV: Final = SANDBOX
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -210,7 +151,10 @@ def _evaluate(expr: str, context: Mapping[str, Any]) -> Any:
                 break
         if value is not _NEEDS_JINJA:
             return value
-    return _compile_expression(expr)(**context)
+    with render_budget():
+        value = _compile_expression(expr)(**context)
+        check_weight(value)  # before `_to_data` walks it (`[x] * 1000` nested 20 deep)
+    return value
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -297,7 +241,8 @@ def _render_string(source: str, context: Mapping[str, Any], path: str) -> Any:
         expr = _single_expression(source)
         if expr is not None:
             return _to_data(_evaluate(expr, context), path)
-        return _compile_template(source).render(**context)
+        with render_budget():
+            return _compile_template(source).render(**context)
     except TemplateError:
         raise
     except TemplateSyntaxError as exc:

@@ -32,10 +32,26 @@ def _syntax_message(exc: yaml.YAMLError) -> str:
     return f"not valid YAML: {problem}"
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` without aliases: a 469-byte file of nested `*alias` lists expands
+    to a million nodes (billion laughs), and a workflow never needs one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "YAML aliases (*name) are not allowed in workflow files: write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
 def _documents(text: str) -> tuple[list[Any], str]:
     """The workflow mappings in the file and the path prefix their problems get."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise WorkflowValidationError({"yaml": _syntax_message(exc)}) from None
     if data is None:
@@ -87,7 +103,11 @@ def load_workflows_yaml(text: str) -> list[Workflow]:
 
 
 class _Dumper(yaml.SafeDumper):
-    """Block style, but a multi-line string as a `|` block so it stays readable."""
+    """Block style, but a multi-line string as a `|` block so it stays readable; never an
+    alias (the loader refuses them), even when two values are the same object."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
