@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     cookie_secure: bool = Field(default=False, alias="BILLBRIDGE_COOKIE_SECURE")
     session_lifetime: float = Field(default=43_200.0, alias="BILLBRIDGE_SESSION_LIFETIME", gt=0)
     public_url: str | None = Field(default=None, alias="BILLBRIDGE_PUBLIC_URL")
+    # After a workflow is saved, toggled or deleted, set the Stripe endpoint's enabled
+    # events to what the enabled workflows need (off: only show the difference).
+    webhook_auto_sync: bool = Field(default=False, alias="BILLBRIDGE_WEBHOOK_AUTO_SYNC")
     # For tests only: lets alert URLs point at 127.0.0.1 (a local receiver).
     alerts_allow_loopback: bool = Field(default=False, alias="BILLBRIDGE_ALERTS_ALLOW_LOOPBACK")
     alerts_check_interval: float = Field(
