@@ -13,7 +13,8 @@ import pytest
 import stripe
 import yaml
 
-from billbridge.stripe.endpoint_sync import compare
+from billbridge.config import Settings
+from billbridge.stripe.endpoint_sync import EndpointWatch, compare
 from billbridge.web.pages_endpoint import safe_next
 from billbridge.workflows.defaults import default_workflows
 from tests.fakes import stripe_api as stripe_fakes
@@ -90,6 +91,44 @@ def test_the_sync_button_returns_only_to_paths_of_this_site() -> None:
     assert safe_next("/workflows/charge-failed") == "/workflows/charge-failed"
     for hostile in ("https://evil.example", "//evil.example/x", "/\\evil.example", "", None):
         assert safe_next(hostile) == "/"
+
+
+def test_the_dashboard_check_is_reused_for_its_ttl_and_redone_when_the_needs_change(
+    fake_stripe: FakeStripe,
+) -> None:
+    """One Stripe list call serves repeated checks for `ttl` seconds; a change of the
+    needed types, an expired ttl or `invalidate()` checks again; a Stripe error is a
+    check with state "error" (tried again after 30 s), never an exception."""
+    _endpoint(fake_stripe, ["a.b"])
+    settings = Settings(STRIPE_API_KEY=fake_stripe.api_key, STRIPE_API_BASE=fake_stripe.base_url)
+    needed = ["a.b"]
+    now = [1000.0]
+    watch = EndpointWatch(lambda: settings, lambda: list(needed), ttl=300, clock=lambda: now[0])
+    fake_stripe.clear_requests()
+
+    def listed() -> int:
+        return len(fake_stripe.requests_to("/v1/webhook_endpoints"))
+
+    assert watch.status().state == "in_sync"
+    assert watch.status().state == "in_sync"
+    assert listed() == 1
+    needed.append("c.d")
+    assert watch.status().missing == ("c.d",)
+    assert listed() == 2
+    now[0] += 301
+    watch.status()
+    assert listed() == 3
+    watch.invalidate()
+    watch.status()
+    assert listed() == 4
+
+    fake_stripe.fail_next(500, path_prefix="/v1/webhook_endpoints")
+    watch.invalidate()
+    failed = watch.status()
+    assert failed.state == "error"
+    assert failed.problem
+    now[0] += 31
+    assert watch.status().state == "out_of_sync"
 
 
 # CLI ---------------------------------------------------------------------------------------

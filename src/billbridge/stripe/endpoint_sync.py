@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 
 WEBHOOK_PATH = "/webhooks/stripe"
 CHECK_TTL = 300.0  # seconds the dashboard reuses a check (each costs a Stripe list call)
+ERROR_TTL = 30.0  # seconds a failed check is reused
 PAGE_TIMEOUT = 8.0  # seconds per Stripe request while a page waits
 WILDCARD = "*"
 
@@ -268,7 +269,9 @@ class EndpointWatch:
         with self._lock:
             last = self._last
         now = self._clock()
-        fresh = last is not None and last[1] == key and now - last[0] < self._ttl
+        # A failed check is tried again sooner: Stripe may be back in a moment.
+        ttl = self._ttl if last is None or last[2].state != "error" else min(self._ttl, ERROR_TTL)
+        fresh = last is not None and last[1] == key and now - last[0] < ttl
         if last is not None and fresh and last[2].needed == tuple(sorted(set(needed))):
             return last[2]
         url = endpoint_url(settings.public_url)
