@@ -128,8 +128,8 @@ def _run_args(env: dict[str, str]) -> list[str]:
 def test_image_migrates_serves_and_delivers_on_postgresql(
     image: str, own_postgres_url: str, containers: list[str]
 ) -> None:
-    """The image migrates a fresh PostgreSQL database, serves as a non-root user with a
-    working health check, and delivers a signed webhook to Customer.io."""
+    """The image migrates a fresh PostgreSQL database, serves (dashboard included) as a
+    non-root user with a working health check, and delivers a signed webhook to Customer.io."""
     inspected = json.loads(_podman("image", "inspect", image).stdout)[0]
     assert inspected["Config"]["User"] == "billbridge"
     assert "/healthz" in " ".join(inspected["Healthcheck"]["Test"])
@@ -166,6 +166,11 @@ def test_image_migrates_serves_and_delivers_on_postgresql(
                 return False
 
         wait_until(ready, timeout=60, interval=0.2)
+
+        login = httpx.get(base + "/login", timeout=10)  # templates and static files shipped
+        assert login.status_code == 200
+        assert 'name="csrf_token"' in login.text
+        assert httpx.get(base + "/static/app.css", timeout=10).status_code == 200
 
         uid = _podman("exec", name, "id", "-u").stdout.strip()
         assert uid == CONTAINER_USER_ID
