@@ -5,7 +5,7 @@ PYTHON    ?= python3
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test check format bench clean chromium screenshots lock wheel
+.PHONY: run test check format bench clean chromium screenshots lock wheel image
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ lock:
 wheel: $(DEV_STAMP)
 	rm -rf dist
 	$(BIN)/pip wheel --quiet --no-deps -w dist .
+
+## image: the container image localhost/billbridge:latest (podman; IMAGE=..., BASE=... to change)
+image:
+	scripts/build-image.sh
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff format src tests bench scripts

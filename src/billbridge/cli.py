@@ -71,8 +71,12 @@ def _root(
 @app.command()
 def serve(
     *,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    host: Annotated[
+        str, typer.Option(envvar="BILLBRIDGE_HOST", help="Interface to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(envvar="BILLBRIDGE_PORT", min=1, max=65535, help="TCP port.")
+    ] = 8000,
     no_worker: Annotated[
         bool,
         typer.Option("--no-worker", help="HTTP only; run `billbridge worker` separately."),

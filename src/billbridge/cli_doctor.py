@@ -19,6 +19,13 @@ from billbridge.errors import ConfigurationError, DeliveryError, StripeAPIError
 from billbridge.store import open_store
 from billbridge.store.base import Store
 from billbridge.stripe.api import StripeAPI
+from billbridge.stripe.endpoint_sync import (
+    PAGE_TIMEOUT,
+    check_endpoint,
+    endpoint_url,
+    needed_types,
+)
+from billbridge.stripe.listing import StripeLister
 from billbridge.workflows.catalog import WorkflowCatalog
 from billbridge.workflows.model import Workflow
 
@@ -215,6 +222,25 @@ def _stripe_check(settings: Settings) -> Check:
         api.close()
 
 
+def _endpoint_check(settings: Settings, workflows: list[Workflow]) -> Check:
+    """The Stripe webhook endpoint's events and API version against the workflows."""
+    name = "Stripe webhook endpoint"
+    lister = StripeLister.from_settings(settings, timeout=PAGE_TIMEOUT, network_retries=0)
+    try:
+        check = check_endpoint(
+            lister, needed=needed_types(workflows), url=endpoint_url(settings.public_url)
+        )
+    except StripeAPIError as exc:
+        return Check("WARN", name, f"cannot list the webhook endpoints: {exc}")
+    finally:
+        lister.close()
+    if check.state == "out_of_sync" and (check.missing or check.disabled):
+        return Check("FAIL", name, check.summary())
+    if check.state != "in_sync" or check.version_differs:
+        return Check("WARN", name, check.summary())
+    return Check("OK", name, check.summary())
+
+
 def _workflows_check(store: Store, workflows: list[Workflow]) -> Check:
     name = "workflows"
     stored = store.list_workflows()
@@ -276,7 +302,10 @@ def run_checks() -> list[Check]:
     test_app = _test_app_check(settings, workflows)
     if test_app is not None:
         checks.append(test_app)
-    checks.append(_stripe_check(settings))
+    stripe = _stripe_check(settings)
+    checks.append(stripe)
+    if stripe.status == "OK" and workflows:
+        checks.append(_endpoint_check(settings, workflows))
     return checks
 
 

@@ -3,6 +3,7 @@
     billbridge reconcile --since 2h        # store the events Stripe has and we missed
     billbridge backfill --dry-run          # every Stripe customer's profile, sent nowhere
     billbridge setup-webhook --url https://billing.example.com/webhooks/stripe
+    billbridge setup-webhook --sync        # the endpoint's events := the workflows' triggers
 
 All three need STRIPE_API_KEY. None prints a key or a secret.
 """
@@ -23,11 +24,13 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from billbridge.backfill import DEFAULT_BATCH_SIZE, Backfill, BackfillOptions, BackfillSummary
 from billbridge.cli_common import EXIT_CONFIGURATION, EXIT_FAILURE, echo_error, friendly_errors
 from billbridge.config import Settings, load_settings
-from billbridge.errors import DeliveryError, StripeAPIError
+from billbridge.errors import ConfigurationError, DeliveryError, StripeAPIError
 from billbridge.ingest import IngestService
 from billbridge.services import Services, build_services
+from billbridge.stripe.endpoint_sync import endpoint_url, needed_types, sync_endpoint
 from billbridge.stripe.listing import StripeLister
 from billbridge.stripe.reconcile import Reconciler, reconcile_types
+from billbridge.stripe.webhook_setup import PINNED_API_VERSION
 from billbridge.stripe.webhook_setup import setup_webhook as create_or_update_endpoint
 from billbridge.web.operations import parse_duration
 
@@ -215,16 +218,37 @@ def backfill(
 
 def setup_webhook(
     url: Annotated[
-        str, typer.Option(help="The public URL of POST /webhooks/stripe.", show_default=False)
-    ],
+        str | None,
+        typer.Option(
+            help="The public URL of POST /webhooks/stripe (with --sync: default from "
+            "BILLBRIDGE_PUBLIC_URL, else the endpoint setup-webhook created).",
+            show_default=False,
+        ),
+    ] = None,
+    sync: Annotated[
+        bool,
+        typer.Option(
+            "--sync",
+            help="Only bring the existing endpoint's events in line with the enabled "
+            "workflows (never creates one).",
+        ),
+    ] = False,
 ) -> None:
     """Create or update the Stripe webhook endpoint for URL.
 
     Subscribes exactly the event types the enabled workflows use, pins the API version,
-    and saves the signing secret (returned only at creation) for `serve`.
+    and saves the signing secret (returned only at creation) for `serve`. With --sync,
+    updates the existing endpoint's enabled events (and enables it) to what the enabled
+    workflows need.
     """
-    if not url.startswith(("https://", "http://")):
+    if url is not None and not url.startswith(("https://", "http://")):
         echo_error("error: --url must be an http(s) URL, e.g. https://example.com/webhooks/stripe")
+        raise typer.Exit(EXIT_CONFIGURATION)
+    if sync:
+        _sync_endpoint(url)
+        return
+    if url is None:
+        echo_error("error: --url is required (or --sync to update the existing endpoint)")
         raise typer.Exit(EXIT_CONFIGURATION)
     with friendly_errors():
         settings = _settings()
@@ -247,3 +271,38 @@ def setup_webhook(
         )
     for note in result.notes:
         typer.echo(f"  note: {note}")
+
+
+def _sync_endpoint(url: str | None) -> None:
+    """`setup-webhook --sync`: the endpoint's enabled events := the workflows' triggers."""
+    with friendly_errors():
+        settings = _settings()
+        with _stripe_job(settings) as (services, lister):
+            try:
+                result = sync_endpoint(
+                    lister,
+                    needed=needed_types(services.catalog.all()),
+                    url=url.strip() if url else endpoint_url(settings.public_url),
+                )
+            except ConfigurationError as exc:
+                echo_error(f"error: {exc}")
+                raise typer.Exit(EXIT_CONFIGURATION) from None
+    after = result.after
+    if not result.changed:
+        typer.echo(f"Webhook endpoint {after.endpoint_id} is in sync already.")
+    else:
+        typer.echo(f"Synced webhook endpoint {after.endpoint_id}")
+        if result.added:
+            typer.echo(f"  added ({len(result.added)}): {', '.join(result.added)}")
+        if result.removed:
+            typer.echo(f"  removed ({len(result.removed)}): {', '.join(result.removed)}")
+        if result.before.disabled:
+            typer.echo("  enabled (it was disabled)")
+    typer.echo(f"  url: {after.url}")
+    typer.echo(f"  events ({len(after.enabled_events)}): {', '.join(after.enabled_events)}")
+    if after.version_differs:
+        typer.echo(
+            f"  note: its api_version is {after.api_version or 'not pinned'}, not "
+            f"{PINNED_API_VERSION} (Stripe cannot change it): delete the endpoint and run "
+            "`billbridge setup-webhook --url ...` to re-create it"
+        )

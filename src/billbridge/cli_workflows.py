@@ -16,8 +16,10 @@ from typing import Annotated, Literal
 import typer
 
 from billbridge.cli_common import EXIT_FAILURE, echo_error, friendly_errors, opened_store, table
-from billbridge.config import load_settings
+from billbridge.config import Settings, load_settings
 from billbridge.errors import WorkflowValidationError
+from billbridge.stripe.endpoint_sync import EndpointWatch, needed_types
+from billbridge.workflows.catalog import WorkflowCatalog
 from billbridge.workflows.yaml_io import dump_workflows_yaml, load_workflows_yaml
 
 workflows_app = typer.Typer(
@@ -98,6 +100,10 @@ def apply_workflows(
                 if change != "unchanged" and not dry_run:
                     catalog.save(data)
                 changes.append((change, workflow.id))
+            endpoint_line = None
+            if not dry_run and any(change != "unchanged" for change, _ in changes):
+                catalog.invalidate()
+                endpoint_line = _endpoint_after_apply(settings, catalog)
     verbs = {"created": "would create", "updated": "would update", "unchanged": "unchanged"}
     for change, workflow_id in changes:
         typer.echo(f"{verbs[change] if dry_run else change:<12}  {workflow_id}")
@@ -105,6 +111,20 @@ def apply_workflows(
     summary = f"{counts['created']} created, {counts['updated']} updated, "
     summary += f"{counts['unchanged']} unchanged"
     typer.echo(("Dry run, nothing written: " if dry_run else "Applied: ") + summary + ".")
+    if endpoint_line is not None:
+        typer.echo(endpoint_line)
+
+
+def _endpoint_after_apply(settings: Settings, catalog: WorkflowCatalog) -> str | None:
+    """The Stripe endpoint against the applied workflows (synced with
+    BILLBRIDGE_WEBHOOK_AUTO_SYNC); None without STRIPE_API_KEY."""
+    if settings.stripe_api_key is None:
+        return None
+    watch = EndpointWatch(lambda: settings, lambda: needed_types(catalog.all()))
+    check, synced = watch.after_workflows_changed()
+    if synced:
+        return f"Stripe webhook endpoint synced: {check.summary()}"
+    return f"Stripe webhook endpoint: {check.summary()}"
 
 
 @workflows_app.command("export")

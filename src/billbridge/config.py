@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     )
     # /openapi.json without credentials (off: it needs a token or a login like /api/*).
     public_api_docs: bool = Field(default=False, alias="BILLBRIDGE_PUBLIC_API_DOCS")
+    # After a workflow is saved, toggled or deleted, set the Stripe endpoint's enabled
+    # events to what the enabled workflows need (off: only show the difference).
+    webhook_auto_sync: bool = Field(default=False, alias="BILLBRIDGE_WEBHOOK_AUTO_SYNC")
     # For tests only: lets alert URLs point at 127.0.0.1 (a local receiver).
     alerts_allow_loopback: bool = Field(default=False, alias="BILLBRIDGE_ALERTS_ALLOW_LOOPBACK")
     alerts_check_interval: float = Field(

@@ -15,6 +15,7 @@ from billbridge.secret_box import SecretBox
 from billbridge.store import open_store
 from billbridge.store.base import Store
 from billbridge.stripe.api import StripeAPI
+from billbridge.stripe.endpoint_sync import EndpointWatch, needed_types
 from billbridge.workflows.catalog import WorkflowCatalog
 
 
@@ -30,6 +31,7 @@ class Services:
     retry_policy: RetryPolicy
     metrics: Metrics
     credentials: CredentialsProvider
+    stripe_endpoint: EndpointWatch  # the webhook endpoint against the workflows' triggers
 
     @property
     def stripe_api(self) -> StripeAPI | None:
@@ -61,6 +63,7 @@ def build_services(
         credentials=credentials,
         retry_policy=RetryPolicy.from_settings(settings),
         metrics=metrics or Metrics(),
+        stripe_endpoint=EndpointWatch(credentials.current, lambda: needed_types(catalog.all())),
     )
 
 

@@ -145,20 +145,28 @@ class StripeLister:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, rate: float | None = None, sleep: Sleep = time.sleep
+        cls,
+        settings: Settings,
+        *,
+        rate: float | None = None,
+        sleep: Sleep = time.sleep,
+        timeout: float = DEFAULT_TIMEOUT,
+        network_retries: int = NETWORK_RETRIES,
     ) -> StripeLister:
-        """A lister for STRIPE_API_KEY at STRIPE_API_BASE; `rate` defaults to Stripe's limit."""
+        """A lister for STRIPE_API_KEY at STRIPE_API_BASE; `rate` defaults to Stripe's limit.
+        `timeout` (seconds per request) and `network_retries` are shorter for calls a page
+        waits for."""
         if settings.stripe_api_key is None:
             raise ConfigurationError(
                 "STRIPE_API_KEY is not set: reconcile, backfill and setup-webhook need a "
                 "secret (sk_) or restricted (rk_) key"
             )
         api_key = settings.stripe_api_key.get_secret_value()
-        http = stripe.HTTPXClient(timeout=DEFAULT_TIMEOUT, allow_sync_methods=True)
+        http = stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True)
         client = stripe.StripeClient(
             api_key,
             base_addresses={"api": settings.stripe_api_base.rstrip("/")},
-            max_network_retries=NETWORK_RETRIES,
+            max_network_retries=network_retries,
             http_client=http,
         )
         return cls(client, rate=rate or default_rate(api_key), http_client=http, sleep=sleep)

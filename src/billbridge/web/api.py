@@ -274,11 +274,13 @@ def _add_workflow_routes(router: APIRouter) -> None:
         responses=NOT_FOUND,
     )
     async def delete_workflow(request: Request, workflow_id: str) -> Response:
-        catalog = _services(request).catalog
+        services = _services(request)
+        catalog = services.catalog
         deleted = await _run(lambda: catalog.delete(workflow_id))
         catalog.invalidate()
         if not deleted:
             raise HTTPException(404, f"no workflow {workflow_id!r}")
+        await _run(services.stripe_endpoint.workflows_changed_quietly)
         return Response(status_code=204)
 
     @router.post(
@@ -323,6 +325,7 @@ async def _save(services: Services, data: dict[str, Any]) -> Workflow | JSONResp
     except WorkflowValidationError as exc:
         return _invalid(exc.problems)
     catalog.invalidate()
+    await _run(services.stripe_endpoint.workflows_changed_quietly)
     return workflow
 
 

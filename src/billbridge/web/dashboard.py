@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from billbridge.web.pages_endpoint import build_endpoint_router
 from billbridge.web.pages_events import build_events_router
 from billbridge.web.pages_overview import build_overview_router
 from billbridge.web.pages_tryit import build_tryit_router
@@ -26,6 +27,7 @@ def build_dashboard_router() -> APIRouter:
     """Overview (`/`), events (`/events...`), workflows and "Try it" (`/workflows...`)."""
     router = APIRouter(include_in_schema=False)
     router.include_router(build_overview_router())
+    router.include_router(build_endpoint_router())
     router.include_router(build_events_router())
     router.include_router(build_workflows_router())
     router.include_router(build_tryit_router())

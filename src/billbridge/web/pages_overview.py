@@ -1,4 +1,5 @@
-"""The Overview page: volume and success rate per hour, the queue, failures, last event."""
+"""The Overview page: volume and success rate per hour, the queue, failures, last event,
+and whether the Stripe webhook endpoint receives what the workflows need."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from billbridge.store.records import EventFilter
 from billbridge.web.chart import volume_chart
 from billbridge.web.pages_common import CurrentUser, render, run_store, services_of
+from billbridge.web.pages_endpoint import endpoint_context
 
 CHART_HOURS = 24
 SILENT_AFTER = 24 * 3600.0  # seconds without an event before the overview warns
@@ -49,6 +51,7 @@ def build_overview_router() -> APIRouter:
             silent_for=silent_for,
             stalled=stats.oldest_pending_age > STALLED_AFTER,
             dry_run=services.cio.dry_run,
+            **(await endpoint_context(request, "/")),
         )
 
     return router

@@ -32,6 +32,7 @@ from billbridge.web.pages_common import (
     run_store,
     services_of,
 )
+from billbridge.web.pages_endpoint import endpoint_context, workflows_changed
 from billbridge.web.sample_fields import fields_for
 from billbridge.web.workflow_form import (
     LATE_EVENTS_CHOICES,
@@ -44,6 +45,12 @@ from billbridge.workflows.event_types import event_type_catalog
 from billbridge.workflows.model import Workflow, is_valid_workflow_id, validate_workflow
 
 SCRATCH = "scratch"
+_SYNCED = "&endpoint=synced"  # the Stripe endpoint was synced automatically after a change
+
+
+def _shows_endpoint(request: Request, *names: str) -> bool:
+    """Whether a page shows the Stripe endpoint's state: after a change or a sync."""
+    return any(request.query_params.get(name) for name in (*names, "endpoint"))
 
 
 def anchors(state: EditorState) -> dict[str, str]:
@@ -114,8 +121,10 @@ def editor_page(
     flash: str | None = None,
     flash_kind: str = "ok",
     status_code: int = 200,
+    context: dict[str, Any] | None = None,
 ) -> HTMLResponse:
-    """The editor, with every problem at its field and in a summary."""
+    """The editor, with every problem at its field and in a summary; `context` adds to the
+    template's (the Stripe endpoint's state after a save)."""
     problems = problems or {}
     known = anchors(state)
     sample = fields_for(state.events)
@@ -140,6 +149,7 @@ def editor_page(
         flash=None if problems else flash,
         flash_kind="error" if problems else flash_kind,
         status_code=status_code,
+        **(context or {}),
     )
 
 
@@ -169,7 +179,10 @@ async def _save(request: Request, user: User, state: EditorState, *, is_new: boo
             request, user, state, is_new=is_new, problems=exc.problems, status_code=422
         )
     services.catalog.invalidate()
-    return RedirectResponse(f"/workflows/{quote(saved.id)}?saved=1", status_code=303)
+    synced = await workflows_changed(request)
+    return RedirectResponse(
+        f"/workflows/{quote(saved.id)}?saved=1{_SYNCED if synced else ''}", status_code=303
+    )
 
 
 async def _editor_post(request: Request, user: User, *, existing: str | None) -> Response:
@@ -209,6 +222,11 @@ def build_workflows_router() -> APIRouter:
             specs=action_specs(),
             flash=flash,
             flash_kind="ok",
+            **(
+                await endpoint_context(request, "/workflows")
+                if _shows_endpoint(request, "changed", "deleted")
+                else {}
+            ),
         )
 
     @router.post("/workflows/{workflow_id}/toggle", dependencies=CSRF)
@@ -220,8 +238,11 @@ def build_workflows_router() -> APIRouter:
         data: dict[str, Any] = {**workflow.to_data(), "enabled": not workflow.enabled}
         await run_store(lambda: services.catalog.save(data))
         services.catalog.invalidate()
+        synced = await workflows_changed(request)
         return RedirectResponse(
-            f"/workflows?changed={quote(workflow_id)}#wf-{quote(workflow_id)}", status_code=303
+            f"/workflows?changed={quote(workflow_id)}{_SYNCED if synced else ''}"
+            f"#wf-{quote(workflow_id)}",
+            status_code=303,
         )
 
     @router.get("/workflows/new", response_class=HTMLResponse)
@@ -260,6 +281,11 @@ def build_workflows_router() -> APIRouter:
             EditorState.from_data(workflow.to_data()),
             is_new=False,
             flash="Saved. It applies to events received from now on." if saved else None,
+            context=(
+                await endpoint_context(request, f"/workflows/{quote(workflow_id)}")
+                if _shows_endpoint(request, "saved")
+                else None
+            ),
         )
 
     @router.post("/workflows/{workflow_id}", dependencies=CSRF)
@@ -278,6 +304,9 @@ def build_workflows_router() -> APIRouter:
         catalog.invalidate()
         if not deleted:
             raise HTTPException(404, f"no workflow {workflow_id!r}")
-        return RedirectResponse(f"/workflows?deleted={quote(workflow_id)}", status_code=303)
+        synced = await workflows_changed(request)
+        return RedirectResponse(
+            f"/workflows?deleted={quote(workflow_id)}{_SYNCED if synced else ''}", status_code=303
+        )
 
     return router
