@@ -23,7 +23,15 @@ PG_ADMIN_URL = os.environ.get(
     "BILLBRIDGE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 STORE_TABLES = ("attempts", "deliveries", "events", "workflows", "customers", "meta")
-ACCESS_TABLES = ("users", "sessions", "api_tokens", "credentials", "alert_settings", "alert_state")
+ACCESS_TABLES = (
+    "users",
+    "sessions",
+    "api_tokens",
+    "credentials",
+    "alert_settings",
+    "alert_state",
+    "alert_counts",
+)
 BILLING_TABLES = (
     "billing_customers",
     "billing_subscriptions",
