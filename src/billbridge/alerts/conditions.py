@@ -95,6 +95,7 @@ class Diagnosis:
     """Which of the usual Customer.io troubles the latest failed calls point to."""
 
     cause: Literal["auth", "rate_limit", "down", "refused"]
+    short: str  # for a title
     line: str
     actions: tuple[str, ...]
 
@@ -102,7 +103,13 @@ class Diagnosis:
 def diagnose(attempts: Sequence[RecentAttempt], now: float) -> Diagnosis | None:
     """From the latest failed calls' statuses: a revoked key (401/403), a 429 storm, or
     Customer.io down or unreachable (5xx, 408, timeouts, connection errors)."""
-    recent = [a for a in attempts if now - a.started_at <= RECENT_SECONDS]
+    recent = [
+        a
+        for a in attempts
+        if now - a.started_at <= RECENT_SECONDS
+        # a terminal error without an answer never reached Customer.io (a template error)
+        and not (a.response_status is None and a.outcome == "terminal_error")
+    ]
     if not recent:
         return None
     causes: Counter[str] = Counter()
@@ -121,6 +128,7 @@ def diagnose(attempts: Sequence[RecentAttempt], now: float) -> Diagnosis | None:
     if cause == "auth":
         return Diagnosis(
             "auth",
+            "a revoked or changed API key",
             f"Customer.io answered 401/403 to {of}: the API key was revoked or changed.",
             (
                 "Enter the current Track API key (and App API key) on Settings → Connections, "
@@ -131,6 +139,7 @@ def diagnose(attempts: Sequence[RecentAttempt], now: float) -> Diagnosis | None:
     if cause == "rate_limit":
         return Diagnosis(
             "rate_limit",
+            "a 429 rate-limit storm",
             f"Customer.io answered 429 Too Many Requests to {of}: a rate-limit storm.",
             (
                 "Nothing is lost: deliveries retry after Customer.io's Retry-After.",
@@ -141,6 +150,7 @@ def diagnose(attempts: Sequence[RecentAttempt], now: float) -> Diagnosis | None:
     if cause == "down":
         return Diagnosis(
             "down",
+            "Customer.io down or unreachable",
             f"Customer.io answered 5xx or did not answer (timeouts, connection errors) to "
             f"{of}: Customer.io is down or unreachable from here.",
             (
@@ -155,6 +165,7 @@ def diagnose(attempts: Sequence[RecentAttempt], now: float) -> Diagnosis | None:
         line += f" Latest: {latest[:200]}"
     return Diagnosis(
         "refused",
+        "Customer.io refuses the calls",
         line,
         ("Open the failed deliveries (Events, status failed) and fix the workflow or data.",),
     )
@@ -215,7 +226,7 @@ def _retrying(config: AlertConfig, facts: Facts, retry_window: float) -> Check:
         title=(
             f"{retrying.count} deliveries are retrying"
             + (f", the oldest for {duration(oldest)}" if too_long else "")
-            + (f" ({found.line.split(':')[0]})" if found else "")
+            + (f": {found.short}" if found else "")
         ),
         lines=tuple(lines),
         actions=actions,
