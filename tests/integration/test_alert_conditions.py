@@ -24,6 +24,7 @@ from billbridge.stripe.signature import sign_payload
 from tests.fakes.customerio import FakeCustomerIO
 from tests.fakes.stripe_api import FakeStripe
 from tests.integration.test_alerts import Receiver
+from tests.integration.test_store_conformance import actions, attempt, claim_all, event
 from tests.support.auth import AUTH
 from tests.support.dashboard import (
     WEBHOOK_SECRET,
@@ -62,8 +63,8 @@ class Live:
         )
         assert saved.status_code == 200, saved.text
 
-    def post(self, event: dict[str, Any], secret: str = WEBHOOK_SECRET) -> int:
-        body = json.dumps(event).encode()
+    def post(self, stripe_event: dict[str, Any], secret: str = WEBHOOK_SECRET) -> int:
+        body = json.dumps(stripe_event).encode()
         return httpx.post(
             self.url + "/webhooks/stripe",
             content=body,
@@ -114,8 +115,8 @@ def test_retrying_deliveries_fire_with_the_cause_then_resolve(
     deliveries go through and one "resolved" message follows."""
     live.configure(on_retrying=True, retrying_count=1, retrying_minutes=600)
     live.cio.fail_next(status, count=None, retry_after=1 if status == 429 else None)
-    event = sample_event("charge.failed", customer_id="cus_Retry", email="retry@example.com")
-    assert live.post(event) == 200
+    charge = sample_event("charge.failed", customer_id="cus_Retry", email="retry@example.com")
+    assert live.post(charge) == 200
     firing = live.message("retrying", "firing")
     assert words in firing["text"]
     assert firing["actions"], firing
@@ -131,8 +132,8 @@ def test_a_revoked_key_is_named_in_the_failures_alert(live: Live) -> None:
     was revoked or changed and where to enter the current one."""
     live.configure(on_failures=True)
     live.cio.fail_next(401, count=None)
-    event = sample_event("charge.failed", customer_id="cus_Key", email="key@example.com")
-    assert live.post(event) == 200
+    charge = sample_event("charge.failed", customer_id="cus_Key", email="key@example.com")
+    assert live.post(charge) == 200
     message = live.message("failures", None)
     assert "401/403" in message["text"]
     assert "revoked or changed" in message["text"]
@@ -257,3 +258,38 @@ def test_thresholds_are_validated_in_the_api_and_saved_from_the_page(tmp_path: P
             bad = client.post("/settings/alerts", data={**form, "retrying_count": "2.5"})
             assert bad.status_code == 422
             assert 'id="retrying_count-error"' in bad.text
+
+
+def test_a_stalled_queue_fires_once_and_resolves_when_it_moves(tmp_path: Path) -> None:
+    """A due delivery waiting past the stall threshold fires one "stall" alert telling to
+    check the workers; once it is delivered, one "resolved" message follows."""
+    receiver = Receiver()
+    with serve_app(receiver.app) as hook:
+        settings = dashboard_settings(tmp_path, BILLBRIDGE_ALERTS_ALLOW_LOOPBACK="true")
+        services = build_services(settings)
+        try:
+            config = AlertConfig(
+                webhook_url=hook + "/alerts", **{**QUIET, "on_stall": True, "stall_minutes": 0.001}
+            )
+            save_alert_config(services, SecretBox.from_settings(settings), config)
+            services.store.ingest(event("stall"), actions(1, "welcome"))  # no worker runs
+            wait_until(lambda: services.store.stats().oldest_pending_age >= 0.06)
+            monitor = AlertMonitor(services)
+
+            async def check() -> Any:
+                return await monitor.check_once()
+
+            assert asyncio.run(check()) is not None
+            assert asyncio.run(check()) is None  # still stalled: no second message
+            for claim in claim_all(services.store).values():
+                services.store.complete(claim.delivery_id, claim.claim_id, "succeeded", attempt())
+            assert asyncio.run(check()) is not None
+        finally:
+            asyncio.run(services.aclose())
+    firing, resolved = receiver.bodies
+    assert (firing["kind"], firing["state"]) == ("stall", "firing")
+    assert any("worker" in step for step in firing["actions"])
+    assert (resolved["state"], resolved["title"]) == (
+        "resolved",
+        "Resolved: the queue is moving again",
+    )
