@@ -39,6 +39,7 @@ ACCESS_TABLES = (
     "alert_settings",
     "alert_state",
     "login_throttle",
+    "alert_counts",
 )
 BILLING_TABLES = (
     "billing_customers",

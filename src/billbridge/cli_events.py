@@ -23,7 +23,15 @@ from billbridge.cli_common import (
 from billbridge.config import load_settings
 from billbridge.store.base import Store
 from billbridge.store.records import EventFilter, EventStatus
-from billbridge.web.operations import parse_duration, replay_event_report, replay_failed_report
+from billbridge.store.records_ops import HeldBack
+from billbridge.web.operations import (
+    HOLD_REASONS,
+    held_back_counts,
+    held_back_notice,
+    parse_duration,
+    replay_event_report,
+    replay_failed_report,
+)
 from billbridge.web.schemas import AttemptOut, DeliveryOut, EventOut, EventSummaryOut
 
 events_app = typer.Typer(
@@ -179,7 +187,9 @@ def replay(
     force: Annotated[
         bool,
         typer.Option(
-            "--force", help="Also resend transactional emails and broadcasts that succeeded."
+            "--force",
+            help="Also resend transactional emails and broadcasts that were or may have "
+            "been sent (succeeded, or timed out after sending).",
         ),
     ] = False,
 ) -> None:
@@ -188,8 +198,9 @@ def replay(
     Gives each a new attempt: of the events named, or every failed delivery (--failed).
 
     Succeeded deliveries of a named event are replayed too; Customer.io ignores the
-    repeated event ids. A transactional send that already succeeded is resent only with
-    --force. A running worker picks the deliveries up.
+    repeated event ids. A transactional email or broadcast that already succeeded, or
+    whose send timed out after it went out (outcome unknown), is held back: resent only
+    for named events with --force. A running worker picks the deliveries up.
     """
     ids = stripe_event_ids or []
     failed = failed or since is not None or event_type is not None
@@ -211,15 +222,15 @@ def replay(
         settings = load_settings()
         with opened_store(settings) as (store, _):
             if failed:
-                replayed = replay_failed_report(
+                report = replay_failed_report(
                     store,
                     since_seconds=since_seconds,
                     event_type=event_type,
                     retry_window=settings.retry_window,
                 )
-                typer.echo(
-                    f"Replayed {plural(len(replayed), 'failed delivery', 'failed deliveries')}."
-                )
+                count = plural(len(report.replayed), "failed delivery", "failed deliveries")
+                typer.echo(f"Replayed {count}.")
+                _echo_held_back(report.held_back, bulk=True)
                 return
             missing = _replay_events(store, ids, force=force, retry_window=settings.retry_window)
     if missing:
@@ -243,10 +254,18 @@ def _replay_events(store: Store, ids: list[str], *, force: bool, retry_window: f
             f"{stripe_event_id}: replayed {plural(len(report.replayed), 'delivery', 'deliveries')}"
         )
         typer.echo(line + (f" ({numbers})" if numbers else ""))
-        if report.skipped_sent:
-            skipped = ", ".join(f"#{delivery_id}" for delivery_id in report.skipped_sent)
-            typer.echo(
-                f"{stripe_event_id}: left {skipped} alone: a transactional send already "
-                "succeeded; add --force to send it again"
-            )
+        _echo_held_back(report.held_back, bulk=False)
     return missing
+
+
+def _echo_held_back(held_back: list[HeldBack], *, bulk: bool) -> None:
+    """One line per held-back email or broadcast (why), then how many and how to force."""
+    for held in held_back:
+        typer.echo(
+            f"{held.stripe_event_id}: held back #{held.delivery_id} ({held.action_type} of "
+            f"{held.workflow_id}): {HOLD_REASONS[held.reason]}"
+        )
+    counts = held_back_counts(held_back)
+    notice = held_back_notice(counts["sent"], counts["unknown"], bulk=bulk)
+    if notice:
+        typer.echo(notice)

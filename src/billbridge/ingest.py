@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
+from billbridge.alerts.refusals import RefusalCounter
 from billbridge.billing.projection import rows_for_event
 from billbridge.billing.semantic import derive_changes, payload_only_change_filter
 from billbridge.config import Settings
@@ -73,6 +74,7 @@ class IngestService:
         self._catalog = catalog
         self._metrics = metrics
         self._secrets = tuple(secrets)
+        self._refusals = RefusalCounter(store)
         # The labelled metric children, by (status, outcome): labels() takes a lock each time.
         self._observers: dict[tuple[int, str], tuple[Any, Any]] = {}
         # A filtered-out debug line still costs a logger bind per call: skip the call.
@@ -143,7 +145,11 @@ class IngestService:
         try:
             content_type, content_length, signature = _webhook_headers(scope)
             body = await self._read_body(receive, content_type, content_length)
-            verify_signature(body, signature, self._secrets)
+            try:
+                verify_signature(body, signature, self._secrets)
+            except WebhookRejected:
+                self._refusals.note()  # for the alert on refused signatures
+                raise
             event = parse_event(body)
             raw = body.decode("utf-8")
         except UnicodeDecodeError:

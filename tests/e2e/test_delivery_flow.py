@@ -341,8 +341,8 @@ SEND_WORKFLOW = {
 def test_send_timeout_is_not_retried_blindly_and_sent_email_needs_force(
     tmp_path: Path, cio: FakeCustomerIO
 ) -> None:
-    """A transactional send that times out is failed as 'unknown' (never resent on its own);
-    once a send succeeded, a replay resends it only with force."""
+    """A transactional send that times out is failed as 'unknown' (never resent on its own,
+    nor by a plain replay); once a send succeeded, a replay resends it only with force."""
     settings = _settings(tmp_path, cio, CUSTOMERIO_TIMEOUT="0.5")
     app = create_app(settings)
     with serve_app(app) as url:
@@ -361,8 +361,17 @@ def test_send_timeout_is_not_retried_blindly_and_sent_email_needs_force(
 
         replay = httpx.post(f"{url}/api/events/{event['id']}/replay", headers=AUTH, timeout=10)
         assert replay.status_code == 200
+        held = replay.json()["held_back"]
+        assert [(h["delivery_id"], h["reason"]) for h in held] == [(send.delivery_id, "unknown")]
         run.wait_final(event["id"])
-        assert len(cio.sends) == 2  # the user chose to send again
+        assert len(cio.sends) == 1  # may have been sent: not without force
+
+        forced = httpx.post(
+            f"{url}/api/events/{event['id']}/replay?force=true", headers=AUTH, timeout=10
+        )
+        assert send.delivery_id in forced.json()["replayed"]
+        wait_until(lambda: len(cio.sends) == 2)  # the user chose to send again
+        run.wait_final(event["id"])
 
         again = httpx.post(
             f"{url}/api/events/{event['id']}/replay", headers=AUTH, timeout=10
@@ -370,12 +379,6 @@ def test_send_timeout_is_not_retried_blindly_and_sent_email_needs_force(
         assert send.delivery_id in again["skipped_sent"]
         run.wait_final(event["id"])
         assert len(cio.sends) == 2  # sent once already: not without force
-
-        forced = httpx.post(
-            f"{url}/api/events/{event['id']}/replay?force=true", headers=AUTH, timeout=10
-        )
-        assert send.delivery_id in forced.json()["replayed"]
-        wait_until(lambda: len(cio.sends) == 3)
 
 
 def test_test_mode_events_can_be_dry_run(tmp_path: Path, cio: FakeCustomerIO) -> None:

@@ -201,7 +201,9 @@ def test_replay_leaves_a_sent_email_alone_unless_forced(api: Api) -> None:
     assert len(others) >= 3  # the welcome identify and track, and the default workflow's
 
     plain = api.client.post(f"/api/events/{event['id']}/replay").json()
+    held = plain.pop("held_back")
     assert plain == {"stripe_event_id": event["id"], "replayed": others, "skipped_sent": email}
+    assert [(h["delivery_id"], h["reason"]) for h in held] == [(email[0], "sent")]
     statuses = {
         d["delivery_id"]: d["status"]
         for d in api.client.get(f"/api/events/{event['id']}").json()["deliveries"]
@@ -225,8 +227,8 @@ def test_replay_failed_resets_only_failed_deliveries(api: Api) -> None:
         d["delivery_id"] for d in api.client.get(f"/api/events/{bad['id']}").json()["deliveries"]
     ]
     response = api.client.post("/api/replay-failed", params={"since": "1h"})
-    assert response.json() == {"replayed": sorted(failed_ids)}
-    assert api.client.post("/api/replay-failed").json() == {"replayed": []}
+    assert response.json() == {"replayed": sorted(failed_ids), "held_back": []}
+    assert api.client.post("/api/replay-failed").json() == {"replayed": [], "held_back": []}
     assert api.client.post("/api/replay-failed", params={"since": "soon"}).status_code == 400
 
 

@@ -77,7 +77,8 @@ class AlertEmail(BaseModel):
 
 
 class AlertConfig(BaseModel):
-    """Where alerts go and how they are grouped. All channels are optional."""
+    """Where alerts go, what triggers them (thresholds), and how they are grouped. All
+    channels are optional; older saved settings get the defaults of newer fields."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -87,6 +88,33 @@ class AlertConfig(BaseModel):
     on_failures: bool = Field(default=True, description="Alert on permanently failed deliveries")
     on_stall: bool = Field(default=True, description="Alert when the queue stalls")
     stall_minutes: float = Field(default=15.0, gt=0, le=10_080)
+    on_retrying: bool = Field(
+        default=True, description="Alert when deliveries retry too long or too many at once"
+    )
+    retrying_minutes: float = Field(
+        default=60.0, gt=0, le=10_080, description="...when one has been retrying this long"
+    )
+    retrying_count: int = Field(
+        default=100, ge=1, le=10_000_000, description="...or when this many are retrying"
+    )
+    on_signatures: bool = Field(
+        default=True, description="Alert when webhooks are refused for their signature"
+    )
+    signature_failures: int = Field(
+        default=10, ge=1, le=1_000_000, description="...this many refusals..."
+    )
+    signature_window_minutes: float = Field(
+        default=15.0, ge=1, le=1_440, description="...within this many minutes"
+    )
+    on_stripe_silence: bool = Field(
+        default=True, description="Alert when no webhook has come from Stripe for a while"
+    )
+    stripe_silence_hours: float = Field(default=24.0, gt=0, le=720)
+    on_endpoint: bool = Field(
+        default=True,
+        description="Alert when the Stripe endpoint lacks event types the enabled workflows "
+        "need (checked through the Stripe API when a key is set)",
+    )
     group_minutes: float = Field(default=10.0, ge=0, le=1_440)
 
     @field_validator("slack_url", "webhook_url", mode="before")

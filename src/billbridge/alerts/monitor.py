@@ -1,32 +1,60 @@
-"""The alert loop: look at failures and the queue every so often, send at most one grouped
-message per `group_minutes`.
+"""The alert loop: every so often, report new permanent failures (grouped: at most one
+message per `group_minutes`) and each watched condition that started or cleared (a
+"firing" message, later a "resolved" one; see `conditions.py`).
 
     monitor = AlertMonitor(services)
     await monitor.check_once()        # what the loop does every BILLBRIDGE_ALERTS_CHECK_INTERVAL
     await monitor.run(stop)
 
-State lives in the database (`alert_state`): a watermark (failures changed after it are
-not reported yet) and when the last message went out. Claiming a send is a
-compare-and-set, so several workers never send the same alert twice.
+State lives in the database (`alert_state`): for failures a watermark (failures changed
+after it are not reported yet) and when the last message went out; for each condition a
+row `condition.<name>` (firing since, last change). Every send is claimed by
+compare-and-set, so several workers never send the same message twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import anyio
 import structlog
 
+from billbridge.alerts.conditions import (
+    CONDITIONS,
+    ConditionName,
+    Facts,
+    diagnose,
+    evaluate,
+)
 from billbridge.alerts.config import ALERT_CONFIG_KEY, AlertConfig
+from billbridge.alerts.refusals import SIGNATURE_COUNT
 from billbridge.alerts.sender import Alert, AlertSender, ChannelResult
-from billbridge.errors import BillbridgeError
+from billbridge.errors import BillbridgeError, StripeAPIError
 from billbridge.secret_box import SecretBox
 from billbridge.services import Services
+from billbridge.store.records_ops import RetryingSummary
+from billbridge.stripe.endpoint_check import EndpointGaps, check_endpoints
+from billbridge.stripe.reconcile import reconcile_types
 
 log = structlog.get_logger("billbridge.alerts")
 
-STATE_NAME = "alerts"
+STATE_NAME = "alerts"  # the failures watermark
+CONDITION_PREFIX = "condition."  # + a condition's name: its firing/resolved state
+ENDPOINT_CHECK_SECONDS = 300.0  # the Stripe endpoint is listed at most this often
+
+
+def _enabled(config: AlertConfig) -> dict[ConditionName, bool]:
+    flags: dict[ConditionName, bool] = {
+        "stall": config.on_stall,
+        "retrying": config.on_retrying,
+        "signatures": config.on_signatures,
+        "stripe_silent": config.on_stripe_silence,
+        "endpoint": config.on_endpoint,
+    }
+    assert set(flags) == set(CONDITIONS)  # noqa: S101 - every condition has a switch
+    return flags
 
 
 def load_alert_config(services: Services, box: SecretBox) -> AlertConfig:
@@ -46,32 +74,105 @@ def save_alert_config(services: Services, box: SecretBox, config: AlertConfig) -
         services.store.claim_alert(STATE_NAME, None, watermark=now, sent_at=0.0)
 
 
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
-
-
 class AlertMonitor:
     """Checks and sends; one per process that runs a worker."""
 
-    def __init__(self, services: Services, sender: AlertSender | None = None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        sender: AlertSender | None = None,
+        *,
+        endpoint_check_seconds: float = ENDPOINT_CHECK_SECONDS,
+    ) -> None:
         self._services = services
         self._box = SecretBox.from_settings(services.settings)
         self._sender = sender or AlertSender(services.settings, services.cio)
+        self._endpoint_every = endpoint_check_seconds
+        self._endpoint_checked_at: float | None = None  # time.monotonic()
+        self._endpoint: EndpointGaps | None = None
 
     async def check_once(self) -> list[ChannelResult] | None:
-        """Send a grouped alert if one is due; returns the channel results, or None."""
+        """Send what is due (failures, conditions that started or cleared); returns every
+        channel result of every message, or None when nothing was sent."""
         prepared = await anyio.to_thread.run_sync(self._prepare)
         if prepared is None:
             return None
-        config, alert = prepared
-        return await self._sender.send(config, alert)
+        config, alerts = prepared
+        results: list[ChannelResult] = []
+        for alert in alerts:
+            results.extend(await self._sender.send(config, alert))
+        return results
 
-    def _prepare(self) -> tuple[AlertConfig, Alert] | None:
-        store = self._services.store
+    def _prepare(self) -> tuple[AlertConfig, list[Alert]] | None:
         config = load_alert_config(self._services, self._box)
-        if not config.has_channels or not (config.on_failures or config.on_stall):
+        if not config.has_channels:
             return None
-        now = store.now()
+        now = self._services.store.now()
+        facts = self._facts(config, now)
+        alerts: list[Alert] = []
+        if config.on_failures:
+            failures = self._failures(config, facts)
+            if failures is not None:
+                alerts.append(failures)
+        checks = evaluate(config, facts, retry_window=self._services.settings.retry_window)
+        for check in checks:
+            if self._transition(check.name, check.firing, config, now, send=True):
+                alerts.append(check.alert(self._services.settings.public_url))
+        for name, enabled in _enabled(config).items():
+            if not enabled:  # switched off while firing: clear it without a message
+                self._transition(name, False, config, now, send=False)
+        return (config, alerts) if alerts else None
+
+    # Facts --------------------------------------------------------------------------------
+
+    def _facts(self, config: AlertConfig, now: float) -> Facts:
+        store = self._services.store
+        window = config.signature_window_minutes * 60
+        return Facts(
+            now=now,
+            stats=store.stats(),
+            retrying=store.retrying_summary() if config.on_retrying else RetryingSummary(0, None),
+            recent_failures=(
+                store.recent_failed_attempts() if config.on_retrying or config.on_failures else []
+            ),
+            signature_refusals=(
+                store.alert_count_since(SIGNATURE_COUNT, now - window)
+                if config.on_signatures
+                else 0
+            ),
+            last_webhook_at=store.last_webhook_received_at() if config.on_stripe_silence else None,
+            endpoint=self._endpoint_gaps() if config.on_endpoint else None,
+        )
+
+    def _endpoint_gaps(self) -> EndpointGaps | None:
+        """The Stripe endpoint compared with the enabled workflows, listed at most every
+        `endpoint_check_seconds`; None when there is no Stripe key or the listing failed."""
+        clock = time.monotonic()
+        if self._endpoint_checked_at is not None and (
+            clock - self._endpoint_checked_at < self._endpoint_every
+        ):
+            return self._endpoint
+        self._endpoint_checked_at = clock
+        api = self._services.stripe_api
+        if api is None:
+            self._endpoint = None
+            return None
+        try:
+            endpoints = api.list_webhook_endpoints()
+        except StripeAPIError as exc:
+            log.warning("could not list the Stripe webhook endpoints", error=str(exc))
+            self._endpoint = None
+            return None
+        needed = reconcile_types(self._services.catalog)
+        self._endpoint = check_endpoints(endpoints, needed, self._services.settings.public_url)
+        return self._endpoint
+
+    # Failures (grouped) and conditions (firing, resolved) ----------------------------------
+
+    def _failures(self, config: AlertConfig, facts: Facts) -> Alert | None:
+        """Deliveries failed since the last failures message, at most one per window."""
+        store = self._services.store
+        now = facts.now
         state = store.get_alert_state(STATE_NAME)
         if state is None:
             # Alerts configured before this version: start from one window back.
@@ -79,42 +180,62 @@ class AlertMonitor:
             state = store.get_alert_state(STATE_NAME)
             if state is None:
                 return None
-        last_sent = state.last_sent_at or 0.0
-        if now - last_sent < config.group_minutes * 60:
+        if now - (state.last_sent_at or 0.0) < config.group_minutes * 60:
             return None  # grouped: what happens now goes into the next message
-        failed = store.failed_since(state.watermark) if config.on_failures else None
-        stats = store.stats()
-        stalled = config.on_stall and stats.oldest_pending_age >= config.stall_minutes * 60
-        if not stalled and (failed is None or failed.count == 0):
+        failed = store.failed_since(state.watermark)
+        if failed.count == 0:
             return None
-        watermark = failed.newest_at if failed and failed.newest_at else state.watermark
+        watermark = failed.newest_at or state.watermark
         if not store.claim_alert(STATE_NAME, state.last_sent_at, watermark, now):
             return None  # another process sent it
-        lines: list[str] = []
-        title_parts: list[str] = []
-        if failed is not None and failed.count:
-            title_parts.append(f"{failed.count} deliveries failed permanently")
-            for workflow_id, count in sorted(failed.by_workflow.items()):
-                lines.append(f"{workflow_id}: {count} failed")
-            if failed.last_error:
-                lines.append(f"latest error: {failed.last_error[:300]}")
-        if stalled:
-            title_parts.append(
-                f"the queue is stalled (oldest due delivery waiting "
-                f"{_minutes(stats.oldest_pending_age)})"
-            )
-            lines.append(f"{stats.queue_depth} deliveries pending, {stats.due_now} due now")
-        alert = Alert(
-            kind="failures" if failed and failed.count else "stall",
-            title="Billbridge: " + "; ".join(title_parts),
+        lines = [
+            f"{workflow_id}: {count} failed"
+            for workflow_id, count in sorted(failed.by_workflow.items())
+        ]
+        if failed.last_error:
+            lines.append(f"latest error: {failed.last_error[:300]}")
+        actions: tuple[str, ...] = (
+            "Open Events with status “failed” to read why, fix the cause, then replay: "
+            "“Replay all failed” or `billbridge replay --failed`.",
+        )
+        found = diagnose(facts.recent_failures, now)
+        if found is not None:
+            lines.append(found.line)
+            actions = found.actions
+        return Alert(
+            kind="failures",
+            title=f"Billbridge: {failed.count} deliveries failed permanently",
             lines=tuple(lines),
-            failed=failed.count if failed else 0,
-            failed_by_workflow=dict(failed.by_workflow) if failed else {},
-            oldest_pending_age=stats.oldest_pending_age,
-            queue_depth=stats.queue_depth,
+            actions=actions,
+            failed=failed.count,
+            failed_by_workflow=dict(failed.by_workflow),
             dashboard_url=self._services.settings.public_url,
         )
-        return config, alert
+
+    def _transition(
+        self, name: ConditionName, firing: bool, config: AlertConfig, now: float, *, send: bool
+    ) -> bool:
+        """Move the condition's state to `firing` if it is not there yet: True when this
+        process won the compare-and-set (and so sends the message).
+
+        The state is an `alert_state` row `condition.<name>`: watermark = when it started
+        firing (0 when clear), last_sent_at = its last change. A condition changes at most
+        once per grouping window, so a flapping one does not flood the channel."""
+        store = self._services.store
+        key = CONDITION_PREFIX + name
+        state = store.get_alert_state(key)
+        if state is None:
+            if not firing:
+                return False  # clear and never seen: nothing to record
+            store.claim_alert(key, None, 0.0, 0.0)  # start clear; a racing process may too
+            state = store.get_alert_state(key)
+            if state is None:
+                return False
+        if (state.watermark > 0) == firing:
+            return False
+        if send and now - (state.last_sent_at or 0.0) < config.group_minutes * 60:
+            return False
+        return store.claim_alert(key, state.last_sent_at, now if firing else 0.0, now)
 
     async def send_test(self, config: AlertConfig) -> list[ChannelResult]:
         """The "send test alert" button: one message to every channel of `config`."""

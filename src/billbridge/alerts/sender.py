@@ -45,41 +45,48 @@ NO_ANSWER = "no answer from the receiver (connection refused, timed out or close
 Channel = Literal["slack", "webhook", "email"]
 
 
+AlertKind = Literal[
+    "failures", "stall", "retrying", "signatures", "stripe_silent", "endpoint", "test"
+]
+
+
 @dataclass(frozen=True)
 class Alert:
-    """One grouped alert: what went wrong since the last one."""
+    """One message: failures since the last one, or a condition that started ("firing")
+    or cleared ("resolved"), with what to do about it."""
 
-    kind: Literal["failures", "stall", "test"]
+    kind: AlertKind
     title: str
     lines: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()  # what to do, one step a line
+    state: Literal["firing", "resolved"] | None = None  # None: not a condition
     failed: int = 0
     failed_by_workflow: dict[str, int] = field(default_factory=dict)
     oldest_pending_age: float = 0.0  # seconds
     queue_depth: int = 0
     dashboard_url: str | None = None
 
+    def _bullets(self) -> str:
+        text = "\n".join(f"• {line}" for line in self.lines)
+        if self.actions:
+            steps = "\n".join(f"• {step}" for step in self.actions)
+            text = f"{text}\nWhat to do:\n{steps}".strip()
+        return text
+
     def text(self) -> str:
-        body = "\n".join(f"• {line}" for line in self.lines)
         link = f"\n{self.dashboard_url}" if self.dashboard_url else ""
-        return f"{self.title}\n{body}{link}".strip()
+        return f"{self.title}\n{self._bullets()}{link}".strip()
 
     def slack_payload(self) -> dict[str, Any]:
-        """Slack's incoming-webhook shape: `text` (the fallback) plus one section block."""
+        """Slack's incoming-webhook shape: `text` (the fallback) plus section blocks."""
+        bullets = self._bullets()
         return {
             "text": self.text(),
             "blocks": [
                 {"type": "section", "text": {"type": "mrkdwn", "text": f"*{self.title}*"}},
                 *(
-                    [
-                        {
-                            "type": "section",
-                            "text": {
-                                "type": "mrkdwn",
-                                "text": "\n".join(f"• {line}" for line in self.lines),
-                            },
-                        }
-                    ]
-                    if self.lines
+                    [{"type": "section", "text": {"type": "mrkdwn", "text": bullets}}]
+                    if bullets
                     else []
                 ),
             ],
@@ -89,8 +96,11 @@ class Alert:
         return {
             "source": "billbridge",
             "kind": self.kind,
+            "state": self.state,
             "title": self.title,
             "text": self.text(),
+            "lines": list(self.lines),
+            "actions": list(self.actions),
             "failed": self.failed,
             "failed_by_workflow": self.failed_by_workflow,
             "oldest_pending_age_seconds": round(self.oldest_pending_age, 1),

@@ -40,6 +40,7 @@ from billbridge.store.records_access import (
     UserRecord,
 )
 from billbridge.store.records_billing import BillingRow, BillingState, CustomerSnapshot
+from billbridge.store.records_ops import HeldBack, RecentAttempt, RetryingSummary
 
 
 class Store(ABC):
@@ -362,3 +363,36 @@ class Store(ABC):
     def end_login_attempt(self, *, clear: Sequence[str], forgive: Sequence[str]) -> None:
         """A login succeeded: delete the `clear` keys' state and take the counted attempt
         back from each `forgive` key."""
+
+    # Operations: replay reports and alert reads --------------------------------------------
+
+    @abstractmethod
+    def held_back_for_event(self, stripe_event_id: str) -> list[HeldBack]:
+        """The event's emails and broadcasts a replay leaves alone unless forced: sent, or
+        with an unknown outcome (`queries.replay_holds_back`)."""
+
+    @abstractmethod
+    def held_back_failed(
+        self, *, since: float | None = None, event_filter: EventFilter | None = None
+    ) -> list[HeldBack]:
+        """The same among failed deliveries of matching events (what `replay_failed` skips)."""
+
+    @abstractmethod
+    def retrying_summary(self) -> RetryingSummary:
+        """How many deliveries wait for a retry, and the oldest one's deadline."""
+
+    @abstractmethod
+    def recent_failed_attempts(self, limit: int = 200) -> list[RecentAttempt]:
+        """Among the latest `limit` attempts, those that did not succeed, newest first."""
+
+    @abstractmethod
+    def last_webhook_received_at(self) -> float | None:
+        """When the newest event that came in through the webhook was received."""
+
+    @abstractmethod
+    def add_alert_count(self, name: str, count: int) -> None:
+        """Add `count` to this minute's `name` count (shared by every process)."""
+
+    @abstractmethod
+    def alert_count_since(self, name: str, since: float) -> int:
+        """The sum of `name`'s counts from the minute holding `since` on."""

@@ -127,6 +127,37 @@ def event_conditions(event_filter: EventFilter) -> list[sa.ColumnElement[bool]]:
     return conditions
 
 
+# The replay rule ------------------------------------------------------------------------
+# A replay must never repeat a transactional email or broadcast that may already have
+# reached the person: one whose earlier send succeeded (`sent_ok`) or ended with an
+# unknown outcome (an attempt recorded as "unknown": it timed out after the request went
+# out). Those are held back unless the replay is forced. Both marks are only ever set for
+# non-idempotent calls (send_email, trigger_broadcast), so the rule needs no action list.
+# Every replay UPDATE adds `~replay_holds_back()` to its WHERE when not forced; reports
+# read `replay_hold_reason()`.
+
+
+def _unknown_outcome() -> sa.Exists:
+    """Correlated: the outer `deliveries` row has an attempt whose outcome is unknown."""
+    return sa.exists().where(
+        attempts.c.delivery_id == deliveries.c.id, attempts.c.outcome == "unknown"
+    )
+
+
+def replay_holds_back() -> sa.ColumnElement[bool]:
+    """True for a delivery a replay must leave alone unless forced (see above)."""
+    return sa.or_(deliveries.c.sent_ok.is_(True), _unknown_outcome())
+
+
+def replay_hold_reason() -> sa.ColumnElement[Any]:
+    """Why a held-back delivery is held back: "sent" or "unknown" (NULL otherwise)."""
+    return sa.case(
+        (deliveries.c.sent_ok.is_(True), sa.literal("sent")),
+        (_unknown_outcome(), sa.literal("unknown")),
+        else_=sa.null(),
+    )
+
+
 def summary_select() -> sa.Select[Any]:
     return sa.select(
         events.c.id,

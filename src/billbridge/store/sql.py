@@ -56,6 +56,7 @@ from billbridge.store.records import (
 from billbridge.store.records_billing import BillingRow
 from billbridge.store.sql_access import SqlAccessMixin
 from billbridge.store.sql_billing import SqlBillingMixin
+from billbridge.store.sql_ops import SqlOpsMixin
 from billbridge.store.statements import Statements
 from billbridge.store.tables import customers, deliveries, events, meta, workflows
 from billbridge.store.writer import Gathered, Writer
@@ -148,7 +149,7 @@ class _IngestJob(Gathered):
         return results
 
 
-class SqlStore(SqlAccessMixin, SqlBillingMixin):
+class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin):
     """Store over SQLAlchemy Core; subclasses provide transactions and dialect details."""
 
     def __init__(
@@ -347,7 +348,7 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
                 raise KeyError(stripe_event_id)
             where = [deliveries.c.event_id == event_id]
             if not force:
-                where.append(deliveries.c.sent_ok.is_(False))
+                where.append(sa.not_(queries.replay_holds_back()))
             return self._reset_tx(conn, where, force, retry_window)
 
         reset = self._write(replay)
@@ -368,8 +369,9 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
         matching = sa.select(events.c.id).where(*conditions)
         where = [
             deliveries.c.status == "failed",
-            # A failed non-idempotent send that once got a 2xx needs replay_event(force=True).
-            deliveries.c.sent_ok.is_(False),
+            # An email or broadcast that was (or may have been) sent needs
+            # replay_event(force=True).
+            sa.not_(queries.replay_holds_back()),
             deliveries.c.event_id.in_(matching),
         ]
         reset = self._write(lambda conn: self._reset_tx(conn, where, False, retry_window))

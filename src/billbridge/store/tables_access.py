@@ -71,4 +71,22 @@ alert_state = sa.Table(
     sa.Column("watermark", Seconds(), nullable=False),
 )
 
-ACCESS_TABLES = (users, sessions, api_tokens, credentials, alert_settings, alert_state)
+# Counts every process adds to, per minute (webhooks refused for their signature), so an
+# alert sees the whole fleet's number. Buckets older than a day are deleted.
+alert_counts = sa.Table(
+    "alert_counts",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("bucket", sa.BigInteger(), primary_key=True),  # the minute's start, Unix seconds
+    sa.Column("count", sa.BigInteger(), nullable=False),
+)
+
+ACCESS_TABLES = (
+    users,
+    sessions,
+    api_tokens,
+    credentials,
+    alert_settings,
+    alert_state,
+    alert_counts,
+)

@@ -29,6 +29,7 @@ from billbridge.web.schemas import (
     EventListOut,
     EventOut,
     EventSummaryOut,
+    HeldBackOut,
     PersonOut,
     PlannedRequestOut,
     ReplayFailedOut,
@@ -138,8 +139,10 @@ def _add_event_routes(router: APIRouter) -> None:
         summary="A new attempt for each delivery of the event",
         description=(
             "Succeeded deliveries are replayed too (deterministic Customer.io event ids keep "
-            "the effect single). A transactional send or broadcast that already succeeded "
-            "is replayed only with `force=true`; it is listed in `skipped_sent` otherwise."
+            "the effect single). A transactional email or broadcast that already succeeded, "
+            "or whose send ended with an unknown outcome (timed out after the request went "
+            "out), is replayed only with `force=true`; otherwise it is listed in `held_back` "
+            "with the reason (and in `skipped_sent` when it succeeded)."
         ),
         response_model=ReplayOut,
         responses=NOT_FOUND,
@@ -161,12 +164,18 @@ def _add_event_routes(router: APIRouter) -> None:
             stripe_event_id=report.stripe_event_id,
             replayed=report.replayed,
             skipped_sent=report.skipped_sent,
+            held_back=[HeldBackOut.from_record(held) for held in report.held_back],
         )
 
     @router.post(
         "/replay-failed",
         tags=["events"],
         summary="A new attempt for every failed delivery",
+        description=(
+            "Never forced: a failed transactional email or broadcast that was or may have been "
+            "sent (an earlier success, or an unknown outcome) stays failed and is listed in "
+            "`held_back`; replay its event with `force=true` to send it again."
+        ),
         response_model=ReplayFailedOut,
         responses={400: {"model": ErrorOut, "description": "Bad duration"}},
     )
@@ -183,7 +192,7 @@ def _add_event_routes(router: APIRouter) -> None:
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         window = services.settings.retry_window
-        replayed = await _run(
+        report = await _run(
             lambda: replay_failed_report(
                 services.store,
                 since_seconds=since_seconds,
@@ -191,7 +200,10 @@ def _add_event_routes(router: APIRouter) -> None:
                 retry_window=window,
             )
         )
-        return ReplayFailedOut(replayed=replayed)
+        return ReplayFailedOut(
+            replayed=report.replayed,
+            held_back=[HeldBackOut.from_record(held) for held in report.held_back],
+        )
 
 
 # Workflows ------------------------------------------------------------------------------

@@ -243,13 +243,33 @@ async def _alerts_page(
     )
 
 
+ALERT_SWITCHES = (
+    "on_failures",
+    "on_stall",
+    "on_retrying",
+    "on_signatures",
+    "on_stripe_silence",
+    "on_endpoint",
+)
+ALERT_THRESHOLDS = (
+    "stall_minutes",
+    "group_minutes",
+    "retrying_minutes",
+    "retrying_count",
+    "signature_failures",
+    "signature_window_minutes",
+    "stripe_silence_hours",
+)
+
+
 def _alert_changes(form: dict[str, str]) -> dict[str, Any]:
-    changes: dict[str, Any] = {
-        "on_failures": "on_failures" in form,
-        "on_stall": "on_stall" in form,
-        "stall_minutes": form.get("stall_minutes", "15") or "15",
-        "group_minutes": form.get("group_minutes", "10") or "10",
-    }
+    """Checkboxes are on when posted; a blank threshold keeps the saved one (the model
+    checks the numbers)."""
+    changes: dict[str, Any] = {name: name in form for name in ALERT_SWITCHES}
+    for name in ALERT_THRESHOLDS:
+        value = form.get(name, "").strip()
+        if value:
+            changes[name] = value
     for name in ("slack_url", "webhook_url"):
         if form.get(f"clear_{name}"):
             changes[name] = ""

@@ -19,7 +19,12 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from billbridge.store.records import AttemptView, DeliveryView, EventFilter, EventStatus
-from billbridge.web.operations import replay_event_report, replay_failed_report
+from billbridge.web.operations import (
+    held_back_counts,
+    held_back_notice,
+    replay_event_report,
+    replay_failed_report,
+)
 from billbridge.web.pages_common import (
     CSRF,
     CurrentUser,
@@ -186,7 +191,7 @@ def build_events_router() -> APIRouter:
             return RedirectResponse("/events?" + search.query(), status_code=303)
         services = services_of(request)
         window = services.settings.retry_window
-        replayed = await run_store(
+        report = await run_store(
             lambda: replay_failed_report(
                 services.store,
                 since_seconds=None,
@@ -195,9 +200,13 @@ def build_events_router() -> APIRouter:
                 event_filter=replace(search.event_filter, status=None),
             )
         )
-        return RedirectResponse(
-            "/events?" + search.query(replayed_failed=str(len(replayed))), status_code=303
-        )
+        held = held_back_counts(report.held_back)
+        counts = {
+            "replayed_failed": str(len(report.replayed)),
+            "held_sent": str(held["sent"]),
+            "held_unknown": str(held["unknown"]),
+        }
+        return RedirectResponse("/events?" + search.query(**counts), status_code=303)
 
     @router.get("/events/{stripe_event_id}", response_class=HTMLResponse)
     async def event_page(request: Request, stripe_event_id: str, user: CurrentUser) -> Response:
@@ -229,6 +238,7 @@ def build_events_router() -> APIRouter:
                 for delivery in detail.deliveries
             ],
             any_sent=any(delivery.sent_ok for delivery in detail.deliveries),
+            any_unknown=any(_unknown_send(delivery) for delivery in detail.deliveries),
             pretty_response=_pretty_response,
             flash=_replay_notice(request),
             flash_kind="ok",
@@ -248,12 +258,25 @@ def build_events_router() -> APIRouter:
             )
         except KeyError:
             raise HTTPException(404, f"no event {stripe_event_id!r} is stored") from None
+        held = held_back_counts(report.held_back)
         query = urlencode(
-            {"replayed": len(report.replayed), "skipped_sent": len(report.skipped_sent)}
+            {
+                "replayed": len(report.replayed),
+                "held_sent": held["sent"],
+                "held_unknown": held["unknown"],
+            }
         )
         return RedirectResponse(f"/events/{stripe_event_id}?{query}", status_code=303)
 
     return router
+
+
+def _unknown_send(delivery: DeliveryView) -> bool:
+    """An email or broadcast whose send ended with an unknown outcome (timed out after it
+    went out): a replay holds it back like a sent one."""
+    return delivery.action_type in NON_IDEMPOTENT and any(
+        attempt.outcome == "unknown" for attempt in delivery.attempts
+    )
 
 
 def _count(request: Request, name: str) -> int | None:
@@ -265,23 +288,25 @@ def _count(request: Request, name: str) -> int | None:
 
 def _replay_notice(request: Request) -> str | None:
     """The message after a replay redirect (counts come in the query string)."""
+    held = held_back_notice(
+        _count(request, "held_sent") or 0,
+        _count(request, "held_unknown") or 0,
+        bulk=_count(request, "replayed_failed") is not None,
+    )
     failed = _count(request, "replayed_failed")
     if failed is not None:
         if failed == 0:
-            return "No failed delivery matched: nothing to replay."
-        return f"Replaying {failed} failed deliver{'y' if failed == 1 else 'ies'} now."
+            message = (
+                "Nothing replayed." if held else "No failed delivery matched: nothing to replay."
+            )
+        else:
+            message = f"Replaying {failed} failed deliver{'y' if failed == 1 else 'ies'} now."
+        return message + (f" {held}" if held else "")
     replayed = _count(request, "replayed")
     if replayed is None:
         return None
     message = f"Replaying {replayed} deliver{'y' if replayed == 1 else 'ies'} now."
-    skipped = _count(request, "skipped_sent") or 0
-    if skipped:
-        message += (
-            f" {skipped} email or broadcast send{'s' if skipped != 1 else ''} already "
-            "succeeded and w" + ("as" if skipped == 1 else "ere") + " not repeated "
-            "(use “Replay and send again” to repeat them)."
-        )
-    return message
+    return message + (f" {held}" if held else "")
 
 
 __all__ = ["Search", "build_events_router", "parse_search", "timeline"]

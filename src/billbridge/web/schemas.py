@@ -23,6 +23,8 @@ from billbridge.store.records import (
     EventStatus,
     EventSummary,
 )
+from billbridge.store.records_ops import HeldBack
+from billbridge.web.operations import HOLD_REASONS
 from billbridge.workflows.late_events import recorded_policy
 
 
@@ -169,20 +171,53 @@ class EventOut(_Out):
         )
 
 
+class HeldBackOut(_Out):
+    """A transactional email or broadcast a replay left alone (it is not sent twice)."""
+
+    delivery_id: int
+    stripe_event_id: str
+    workflow_id: str
+    action_type: str
+    reason: Literal["sent", "unknown"] = Field(
+        description='"sent": its earlier send succeeded; "unknown": it timed out after the '
+        "request went out, so Customer.io may have sent it"
+    )
+    detail: str = Field(description="the reason in words")
+
+    @classmethod
+    def from_record(cls, held: HeldBack) -> HeldBackOut:
+        return cls(
+            delivery_id=held.delivery_id,
+            stripe_event_id=held.stripe_event_id,
+            workflow_id=held.workflow_id,
+            action_type=held.action_type,
+            reason=held.reason,
+            detail=HOLD_REASONS[held.reason],
+        )
+
+
 class ReplayOut(_Out):
-    """What a replay of one event reset."""
+    """What a replay of one event reset, and what it held back."""
 
     stripe_event_id: str
     replayed: list[int] = Field(description="delivery ids made due now")
     skipped_sent: list[int] = Field(
         description="non-idempotent sends that already succeeded: replayed only with force=true"
     )
+    held_back: list[HeldBackOut] = Field(
+        description="emails and broadcasts not replayed because they were or may have been "
+        "sent (succeeded, or an unknown outcome): replayed only with force=true"
+    )
 
 
 class ReplayFailedOut(_Out):
-    """What a replay of failed deliveries reset."""
+    """What a replay of failed deliveries reset, and what it held back."""
 
     replayed: list[int] = Field(description="delivery ids made due now")
+    held_back: list[HeldBackOut] = Field(
+        description="failed emails and broadcasts not replayed because they may have been "
+        "sent (an unknown outcome, or an earlier success): replay their event with force=true"
+    )
 
 
 class WorkflowListOut(_Out):
