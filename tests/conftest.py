@@ -24,6 +24,7 @@ PG_ADMIN_URL = os.environ.get(
 )
 STORE_TABLES = ("attempts", "deliveries", "events", "workflows", "customers", "meta")
 ACCESS_TABLES = ("users", "sessions", "api_tokens", "credentials", "alert_settings", "alert_state")
+FLEET_TABLES = ("rate_limits",)
 BILLING_TABLES = (
     "billing_customers",
     "billing_subscriptions",
@@ -98,7 +99,8 @@ def _truncate_postgres(url: str) -> None:
         conn.execute(
             sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
                 sql.SQL(", ").join(
-                    sql.Identifier(table) for table in STORE_TABLES + ACCESS_TABLES + BILLING_TABLES
+                    sql.Identifier(table)
+                    for table in STORE_TABLES + ACCESS_TABLES + BILLING_TABLES + FLEET_TABLES
                 )
             )
         )

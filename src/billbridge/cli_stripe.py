@@ -22,12 +22,15 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from billbridge.backfill import DEFAULT_BATCH_SIZE, Backfill, BackfillOptions, BackfillSummary
 from billbridge.cli_common import EXIT_CONFIGURATION, EXIT_FAILURE, echo_error, friendly_errors
+from billbridge.composition import build_services
 from billbridge.config import Settings, load_settings
 from billbridge.errors import DeliveryError, StripeAPIError
 from billbridge.ingest import IngestService
-from billbridge.services import Services, build_services
+from billbridge.secret_box import SecretBox
+from billbridge.services import Services
 from billbridge.stripe.listing import StripeLister
 from billbridge.stripe.reconcile import Reconciler, reconcile_types
+from billbridge.stripe.webhook_setup import SavedWebhookSecrets
 from billbridge.stripe.webhook_setup import setup_webhook as create_or_update_endpoint
 from billbridge.web.operations import parse_duration
 
@@ -223,16 +226,21 @@ def setup_webhook(
                 echo_error("error: no enabled workflow: enable one before creating the endpoint")
                 raise typer.Exit(EXIT_CONFIGURATION)
             result = create_or_update_endpoint(
-                lister, url=url.strip(), event_types=types, var_dir=settings.var_dir
+                lister,
+                url=url.strip(),
+                event_types=types,
+                secrets=SavedWebhookSecrets(
+                    services.store, SecretBox.from_settings(settings), settings.var_dir
+                ),
             )
     typer.echo(f"{result.action.capitalize()} webhook endpoint {result.endpoint_id}")
     typer.echo(f"  url: {result.url}")
     typer.echo(f"  status: {result.status}, api_version: {result.api_version or '-'}")
     typer.echo(f"  events ({len(result.enabled_events)}): {', '.join(result.enabled_events)}")
-    if result.secret_path is not None:
+    if result.secret_saved:
         typer.echo(
-            f"  signing secret: saved in {result.secret_path} (mode 0600); `billbridge serve` "
-            "reads it"
+            "  signing secret: saved in the database (encrypted); every `billbridge serve` "
+            "reads it at start"
         )
     for note in result.notes:
         typer.echo(f"  note: {note}")

@@ -138,8 +138,3 @@ class AlertMonitor:
                 log.exception("alert check crashed; trying again later")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
-
-
-def start_alert_monitor(services: Services, stop: asyncio.Event) -> asyncio.Task[None]:
-    """Run the alert loop next to a worker until `stop` is set; await the task after."""
-    return asyncio.create_task(AlertMonitor(services).run(stop), name="billbridge-alerts")

@@ -37,6 +37,7 @@ from billbridge.store.records_access import (
     UserRecord,
 )
 from billbridge.store.records_billing import BillingRow, BillingState, CustomerSnapshot
+from billbridge.store.records_fleet import RateReservation
 
 
 class Store(ABC):
@@ -326,3 +327,14 @@ class Store(ABC):
     @abstractmethod
     def failed_since(self, watermark: float) -> FailedDeliveries:
         """Deliveries now `failed` whose last change is after `watermark`."""
+
+    # Shared by the fleet ------------------------------------------------------------------
+
+    @abstractmethod
+    def reserve_rate(
+        self, name: str, count: int, interval: float, max_wait: float
+    ) -> RateReservation:
+        """Reserve `count` calls of the rate `name` (one call per `interval` seconds),
+        shared by every process on this database, in one statement on the database clock.
+        Refused (nothing reserved) when the first free slot is over `max_wait` seconds away;
+        the row is created on first use."""

@@ -49,6 +49,7 @@ from billbridge.store.records import (
 from billbridge.store.records_billing import BillingRow
 from billbridge.store.sql_access import SqlAccessMixin
 from billbridge.store.sql_billing import SqlBillingMixin
+from billbridge.store.sql_fleet import SqlFleetMixin
 from billbridge.store.tables import attempts, customers, deliveries, events, meta, workflows
 
 T = TypeVar("T")
@@ -151,7 +152,7 @@ def customer_parameter(name: str, n: int, rows: int) -> str:
     return name if rows == 1 else f"{name}_{n}"
 
 
-class SqlStore(SqlAccessMixin, SqlBillingMixin):
+class SqlStore(SqlAccessMixin, SqlBillingMixin, SqlFleetMixin):
     """Store over SQLAlchemy Core; subclasses provide transactions and dialect details."""
 
     def __init__(self, engine: Engine) -> None:

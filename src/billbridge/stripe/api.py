@@ -202,9 +202,6 @@ class StripeAPI:
             f"{'live' if livemode else 'test'} mode key"
         )
 
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
     def close(self) -> None:
         """Close the HTTP connections (the object must not be used afterwards)."""
         self._http.close()
