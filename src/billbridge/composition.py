@@ -16,10 +16,11 @@ import contextlib
 import gc
 import signal
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
-import uvicorn
 
 from billbridge.accounts import ensure_admin_from_env
 from billbridge.alerts.monitor import AlertMonitor
@@ -43,6 +44,9 @@ from billbridge.stripe.listing import StripeLister
 from billbridge.stripe.reconcile import Reconciler, run_periodically
 from billbridge.stripe.webhook_setup import SavedWebhookSecrets
 from billbridge.workflows.catalog import WorkflowCatalog
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def require_fleet_settings(settings: Settings) -> None:
@@ -227,17 +231,9 @@ async def start_serve(
     return RunningServe(services=services, ingest=ingest, stop=stop, tasks=tasks)
 
 
-class _HealthServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the worker's loop owns SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def]
-        yield
-
-
 def start_health_server(
     services: Services, host: str, port: int
-) -> tuple[_HealthServer, asyncio.Task[None]]:
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     """The worker's /healthz, /readyz and /metrics on host:port (bound now: a port in use
     is a ConfigurationError at start, not a dead task)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -250,6 +246,15 @@ def start_health_server(
         raise ConfigurationError(
             f"--metrics-port: cannot listen on {host}:{port} ({exc.strerror or exc})"
         ) from None
+    import uvicorn  # noqa: PLC0415 - only a worker with a metrics port needs the server
+
+    class HealthServer(uvicorn.Server):
+        """uvicorn without its own signal handling: the worker's loop owns SIGINT/SIGTERM."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
     config = uvicorn.Config(
         health_app(services.store, services.metrics),
         host=host,
@@ -258,7 +263,7 @@ def start_health_server(
         access_log=False,
         lifespan="off",
     )
-    server = _HealthServer(config)
+    server = HealthServer(config)
     task = asyncio.create_task(server.serve([listener]), name="billbridge-worker-health")
     return server, task
 
@@ -271,12 +276,18 @@ def run_worker_process(
 
     async def main() -> None:
         services = build_services(settings)
+        try:
+            await run(services)
+        finally:
+            await services.aclose()
+
+    async def run(services: Services) -> None:
         services.metrics.watch_store(services.store.stats)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        health: tuple[_HealthServer, asyncio.Task[None]] | None = None
+        health: tuple[uvicorn.Server, asyncio.Task[None]] | None = None
         if metrics_port is not None:
             health = start_health_server(services, settings.worker_metrics_host, metrics_port)
         alerts = start_alert_monitor(services, stop)
@@ -290,7 +301,6 @@ def run_worker_process(
             if health is not None:
                 health[0].should_exit = True
                 await health[1]
-            await services.aclose()
 
     asyncio.run(main())
 

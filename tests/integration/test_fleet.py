@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 from subprocess import Popen
@@ -308,6 +309,32 @@ def test_worker_serves_health_readiness_and_metrics(tmp_path: Path) -> None:
     finally:
         worker.terminate()
         assert worker.wait(timeout=30) == 0
+
+
+def test_worker_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    """A metrics port another process holds stops `billbridge worker` at start: exit 2 and
+    one line naming the port."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in SETTINGS_ENV},
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'busy.db'}",
+        "BILLBRIDGE_VAR_DIR": str(tmp_path / "var"),
+    }
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [BILLBRIDGE, "worker", "--metrics-port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 # Several hosts migrating at once ---------------------------------------------------------------
