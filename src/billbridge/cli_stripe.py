@@ -26,7 +26,6 @@ from billbridge.composition import build_services
 from billbridge.config import Settings, load_settings
 from billbridge.errors import DeliveryError, StripeAPIError
 from billbridge.ingest import IngestService
-from billbridge.secret_box import SecretBox
 from billbridge.services import Services
 from billbridge.stripe.listing import StripeLister
 from billbridge.stripe.reconcile import Reconciler, reconcile_types
@@ -229,9 +228,7 @@ def setup_webhook(
                 lister,
                 url=url.strip(),
                 event_types=types,
-                secrets=SavedWebhookSecrets(
-                    services.store, SecretBox.from_settings(settings), settings.var_dir
-                ),
+                secrets=SavedWebhookSecrets(services.store, services.secret_box, settings.var_dir),
             )
     typer.echo(f"{result.action.capitalize()} webhook endpoint {result.endpoint_id}")
     typer.echo(f"  url: {result.url}")

@@ -55,7 +55,7 @@ class AlertMonitor:
 
     def __init__(self, services: Services, sender: AlertSender | None = None) -> None:
         self._services = services
-        self._box = SecretBox.from_settings(services.settings)
+        self._box = services.secret_box
         self._sender = sender or AlertSender(services.settings, services.cio)
 
     async def check_once(self) -> list[ChannelResult] | None:
