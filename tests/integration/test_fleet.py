@@ -249,6 +249,30 @@ def test_a_secret_file_of_an_older_version_moves_into_the_database(tmp_path: Pat
         store.close()
 
 
+def test_doctor_counts_the_saved_webhook_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without STRIPE_WEBHOOK_SECRET, `doctor` counts the secret setup-webhook saved in the
+    database instead of failing the webhook secret check."""
+    database_url = f"sqlite:///{tmp_path / 'doctor.db'}"
+    _clean_env(
+        monkeypatch, tmp_path, DATABASE_URL=database_url, BILLBRIDGE_VAR_DIR=str(tmp_path / "v")
+    )
+    before = CliRunner().invoke(cli_app, ["doctor"])
+    assert "FAIL  webhook secret: STRIPE_WEBHOOK_SECRET is not set" in before.output
+    settings = Settings(DATABASE_URL=database_url, BILLBRIDGE_VAR_DIR=str(tmp_path / "v"))
+    store = open_store(database_url)
+    try:
+        store.migrate()
+        box = SecretBox.from_settings(settings)
+        SavedWebhookSecrets(store, box, settings.var_dir).save(SAVED_SECRET)
+    finally:
+        store.close()
+    after = CliRunner().invoke(cli_app, ["doctor"])
+    assert "OK    webhook secret: 1 saved by setup-webhook" in after.output
+    assert SAVED_SECRET not in after.output
+
+
 # /readyz and the worker's health port ----------------------------------------------------------
 
 

@@ -69,6 +69,13 @@ class SavedWebhookSecrets:
         self._write(merged)
         return merged
 
+    def count(self) -> int:
+        """How many secrets are saved (the database's and an older file's), changing
+        nothing: for `doctor`."""
+        token = self._store.get_credentials().get(CREDENTIAL_NAME)
+        stored = _secrets_of(self._box.decrypt_json(token)) if token else ()
+        return len({*stored, *_file_secrets(self._var_dir)})
+
     def save(self, secret: str) -> None:
         """Put `secret` first (older ones are kept, up to MAX_SAVED_SECRETS)."""
         kept = [s for s in self.read() if s != secret]
