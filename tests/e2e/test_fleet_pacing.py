@@ -67,21 +67,27 @@ def _most_in_one_second(times: list[float]) -> int:
     return most
 
 
-@pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_three_workers_stay_under_the_app_api_rate_together(
-    tmp_path: Path, own_postgres_url: str
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """Three workers (10 deliveries in flight each) send 200 transactional emails: the fake
-    Customer.io, limiting the App API to 10 requests/s, never sees 11 in one second and
-    never answers 429; every email is sent exactly once."""
-    ids = _ingest_sends(own_postgres_url)
+    """Three workers (10 deliveries in flight each) on one database send 200 transactional
+    emails: the fake Customer.io, limiting the App API to 10 requests/s, never sees 11 in
+    one second and never answers 429; every email is sent exactly once."""
+    if database == "sqlite":
+        database_url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    else:
+        database_url = str(request.getfixturevalue("own_postgres_url"))
+    ids = _ingest_sends(database_url)
     with FakeCustomerIO() as cio:
         assert cio.config.app_rate_limit == LIMIT
         env = {
             **{k: v for k, v in os.environ.items() if k not in SETTINGS_ENV},
             **cio.settings_env(),
-            "DATABASE_URL": own_postgres_url,
+            "DATABASE_URL": database_url,
             "BILLBRIDGE_SECRET_KEY": FLEET_SECRET_KEY,
             "BILLBRIDGE_VAR_DIR": str(tmp_path / "var"),
         }

@@ -32,7 +32,7 @@ from billbridge.customerio.requests import CioRequest
 from billbridge.errors import RetryableDeliveryError, StoreUnavailableError
 from billbridge.store.base import Store
 
-PACING_SHARE = 0.9  # slots are spaced at 90% of the configured rate
+PACING_SHARE = 0.8  # slots are spaced at 80% of the configured rate
 MAX_WAIT = 20.0  # seconds a call may wait for its slot (well inside the 60 s lease)
 BLOCK_SECONDS = 0.05  # Track reserves this much of its rate per statement
 
