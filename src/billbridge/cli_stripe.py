@@ -22,13 +22,12 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from billbridge.backfill import DEFAULT_BATCH_SIZE, Backfill, BackfillOptions, BackfillSummary
 from billbridge.cli_common import EXIT_CONFIGURATION, EXIT_FAILURE, echo_error, friendly_errors
-from billbridge.composition import build_services
+from billbridge.composition import build_reconciler, build_services
 from billbridge.config import Settings, load_settings
 from billbridge.errors import DeliveryError, StripeAPIError
-from billbridge.ingest import IngestService
 from billbridge.services import Services
 from billbridge.stripe.listing import StripeLister
-from billbridge.stripe.reconcile import Reconciler, reconcile_types
+from billbridge.stripe.reconcile import reconcile_types
 from billbridge.stripe.webhook_setup import SavedWebhookSecrets
 from billbridge.stripe.webhook_setup import setup_webhook as create_or_update_endpoint
 from billbridge.web.operations import parse_duration
@@ -83,21 +82,7 @@ def reconcile(
     with friendly_errors():
         settings = _settings()
         with _stripe_job(settings) as (services, lister):
-            ingest = IngestService(
-                settings=settings,
-                store=services.store,
-                catalog=services.catalog,
-                metrics=services.metrics,
-                secrets=(),
-            )
-            reconciler = Reconciler(
-                store=services.store,
-                catalog=services.catalog,
-                ingest=ingest,
-                lister=lister,
-                metrics=services.metrics,
-            )
-            report = reconciler.run(seconds)
+            report = build_reconciler(services, lister).run(seconds)
     typer.echo(
         f"Reconciled events created after {report.since} ({len(report.types)} types): "
         f"{report.listed} listed, {report.recovered} recovered (missing here, now stored), "

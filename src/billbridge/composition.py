@@ -162,6 +162,30 @@ def start_alert_monitor(services: Services, stop: asyncio.Event) -> asyncio.Task
     return asyncio.create_task(AlertMonitor(services).run(stop), name="billbridge-alerts")
 
 
+def build_ingest(services: Services, secrets: tuple[str, ...] = ()) -> IngestService:
+    """The insert path of webhooks (verifying with `secrets`), reconcile and backfill."""
+    return IngestService(
+        settings=services.settings,
+        store=services.store,
+        catalog=services.catalog,
+        metrics=services.metrics,
+        secrets=secrets,
+    )
+
+
+def build_reconciler(
+    services: Services, lister: StripeLister, ingest: IngestService | None = None
+) -> Reconciler:
+    """A Reconciler over `services`, storing through `ingest` (a new one when None)."""
+    return Reconciler(
+        store=services.store,
+        catalog=services.catalog,
+        ingest=ingest or build_ingest(services),
+        lister=lister,
+        metrics=services.metrics,
+    )
+
+
 def start_reconcile(
     services: Services, ingest: IngestService, stop: asyncio.Event
 ) -> asyncio.Task[None] | None:
@@ -171,15 +195,10 @@ def start_reconcile(
     if settings.stripe_api_key is None or settings.reconcile_interval <= 0:
         return None
     lister = StripeLister.from_settings(settings)
-    reconciler = Reconciler(
-        store=services.store,
-        catalog=services.catalog,
-        ingest=ingest,
-        lister=lister,
-        metrics=services.metrics,
-    )
     return asyncio.create_task(
-        run_periodically(reconciler, lister, stop, settings.reconcile_interval),
+        run_periodically(
+            build_reconciler(services, lister, ingest), lister, stop, settings.reconcile_interval
+        ),
         name="billbridge-reconcile",
     )
 
@@ -211,13 +230,7 @@ async def start_serve(
     secrets = await anyio.to_thread.run_sync(
         lambda: webhook_secrets_for(settings, services.store, dev=dev)
     )
-    ingest = IngestService(
-        settings=settings,
-        store=services.store,
-        catalog=services.catalog,
-        metrics=metrics,
-        secrets=secrets,
-    )
+    ingest = build_ingest(services, secrets)
     await anyio.to_thread.run_sync(lambda: ensure_admin_from_env(settings, services.store))
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
