@@ -50,6 +50,7 @@ REPO = BENCH.parent
 PYTHON = sys.executable
 BILLBRIDGE = str(Path(PYTHON).with_name("billbridge"))
 SECRET = "whsec_bench" + base64.b32encode(os.urandom(20)).decode().lower().rstrip("=")
+BENCH_SECRET_KEY = "billbridge-bench-secret-key"  # noqa: S105 - a passphrase for the bench
 WEBHOOK_PATH = "/webhooks/stripe"
 # Fake Customer.io credentials (any value works with the bench sink).
 CIO_SITE_ID = "bench-site-id"
@@ -611,6 +612,7 @@ class Bench:
             {
                 "DATABASE_URL": serve.database_url,
                 "STRIPE_WEBHOOK_SECRET": SECRET,
+                "BILLBRIDGE_SECRET_KEY": BENCH_SECRET_KEY,  # required on PostgreSQL
                 "BILLBRIDGE_VAR_DIR": str(serve.cwd / "var"),
                 **cio_env,
             }
@@ -649,6 +651,7 @@ class Bench:
             {
                 "DATABASE_URL": database_url,
                 "STRIPE_WEBHOOK_SECRET": SECRET,
+                "BILLBRIDGE_SECRET_KEY": BENCH_SECRET_KEY,  # required on PostgreSQL
                 "BILLBRIDGE_VAR_DIR": str(home / "var"),
                 **extra_env,
             }

@@ -41,6 +41,7 @@ ACCESS_TABLES = (
     "login_throttle",
     "alert_counts",
 )
+FLEET_TABLES = ("rate_limits",)
 BILLING_TABLES = (
     "billing_customers",
     "billing_subscriptions",
@@ -115,7 +116,8 @@ def _truncate_postgres(url: str) -> None:
         conn.execute(
             sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
                 sql.SQL(", ").join(
-                    sql.Identifier(table) for table in STORE_TABLES + ACCESS_TABLES + BILLING_TABLES
+                    sql.Identifier(table)
+                    for table in STORE_TABLES + ACCESS_TABLES + BILLING_TABLES + FLEET_TABLES
                 )
             )
         )

@@ -108,6 +108,7 @@ def serve(
     import uvicorn  # noqa: PLC0415 - only `serve` needs the server
 
     from billbridge.app import create_app  # noqa: PLC0415 - keeps other commands light
+    from billbridge.composition import require_fleet_settings  # noqa: PLC0415
 
     with friendly_errors():
         overrides = {}
@@ -119,6 +120,7 @@ def serve(
             level=settings.log_level,
             secrets=settings_secrets(settings),
         )
+        require_fleet_settings(settings)
         if dev and not settings.webhook_secrets:
             secret = dev_webhook_secret(settings.var_dir)
             typer.echo(
@@ -143,7 +145,6 @@ def serve(
 def _print_dev_login(settings: Settings, host: str, port: int) -> None:
     """Under --dev, make sure the dashboard can be opened and say how to log in."""
     from billbridge.accounts import DEV_ADMIN_PASSWORD_FILE, ensure_dev_admin  # noqa: PLC0415
-    from billbridge.store import open_store  # noqa: PLC0415
 
     store = open_store(settings.database_url)
     try:
@@ -166,12 +167,24 @@ def worker(
             min=1, help="Deliveries in flight at once (default BILLBRIDGE_WORKER_CONCURRENCY)."
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve /healthz, /readyz and /metrics on this port "
+            "(default BILLBRIDGE_WORKER_METRICS_PORT; host BILLBRIDGE_WORKER_METRICS_HOST).",
+        ),
+    ] = None,
 ) -> None:
     """Run the delivery worker alone.
 
     Pair it with `serve --no-worker` to scale out; stops on Ctrl-C or SIGTERM.
     """
-    from billbridge.delivery.worker import run_worker_process  # noqa: PLC0415
+    from billbridge.composition import (  # noqa: PLC0415 - keeps other commands light
+        require_fleet_settings,
+        run_worker_process,
+    )
 
     with friendly_errors():
         settings = load_settings()
@@ -180,7 +193,8 @@ def worker(
             level=settings.log_level,
             secrets=settings_secrets(settings),
         )
-        run_worker_process(settings, concurrency)
+        require_fleet_settings(settings)
+        run_worker_process(settings, concurrency, metrics_port or settings.worker_metrics_port)
 
 
 @app.command()
@@ -189,13 +203,11 @@ def migrate() -> None:
 
     Idempotent; `serve` does it at start too.
     """
+    from billbridge.composition import migrate_database  # noqa: PLC0415
+
     with friendly_errors():
         settings = load_settings()
-        store = open_store(settings.database_url)
-        try:
-            store.migrate()
-        finally:
-            store.close()
+        migrate_database(settings)
     typer.echo(f"Database migrated: {safe_database_url(settings.database_url)}")
 
 

@@ -13,9 +13,11 @@ import anyio
 import typer
 
 from billbridge.cli_common import DEV_SECRET_FILE, EXIT_FAILURE, safe_database_url
+from billbridge.composition import require_fleet_settings
 from billbridge.config import CioMode, Settings, load_settings
 from billbridge.customerio.client import CustomerIOClient
 from billbridge.errors import ConfigurationError, DeliveryError, StripeAPIError
+from billbridge.secret_box import SecretBox
 from billbridge.store import open_store
 from billbridge.store.base import Store
 from billbridge.stripe.api import StripeAPI
@@ -26,6 +28,7 @@ from billbridge.stripe.endpoint_sync import (
     needed_types,
 )
 from billbridge.stripe.listing import StripeLister
+from billbridge.stripe.webhook_setup import SavedWebhookSecrets
 from billbridge.workflows.catalog import WorkflowCatalog
 from billbridge.workflows.model import Workflow
 
@@ -62,11 +65,33 @@ def _schema_check(store: Store, settings: Settings) -> Check:
     )
 
 
-def _secret_check(settings: Settings) -> Check:
+def _secret_key_check(settings: Settings) -> Check | None:
+    """On PostgreSQL BILLBRIDGE_SECRET_KEY is required (None: nothing to say)."""
+    try:
+        require_fleet_settings(settings)
+    except ConfigurationError as exc:
+        return Check("FAIL", "secret key", str(exc))
+    return None
+
+
+def _saved_secrets(store: Store, settings: Settings) -> int | str:
+    """How many secrets `setup-webhook` saved, or why they cannot be read."""
+    try:
+        saved = SavedWebhookSecrets(store, SecretBox.from_settings(settings), settings.var_dir)
+        return saved.count()
+    except ConfigurationError as exc:
+        return str(exc)
+
+
+def _secret_check(settings: Settings, saved: int | str) -> Check:
     name = "webhook secret"
+    if isinstance(saved, str):
+        return Check("FAIL", name, f"the secrets setup-webhook saved are unreadable: {saved}")
     count = len(settings.webhook_secrets)
-    if count:
-        return Check("OK", name, f"{count} configured in STRIPE_WEBHOOK_SECRET")
+    if count or saved:
+        parts = [f"{count} configured in STRIPE_WEBHOOK_SECRET"] if count else []
+        parts += [f"{saved} saved by setup-webhook"] if saved else []
+        return Check("OK", name, ", ".join(parts))
     if (settings.var_dir / DEV_SECRET_FILE).exists():
         return Check(
             "WARN",
@@ -274,7 +299,11 @@ def run_checks() -> list[Check]:
             f"{settings.test_mode_route})",
         )
     ]
+    key_check = _secret_key_check(settings)
+    if key_check is not None:
+        checks.append(key_check)
     workflows: list[Workflow] = []
+    saved: int | str = 0
     try:
         store = open_store(settings.database_url)
     except ConfigurationError as exc:
@@ -293,9 +322,11 @@ def run_checks() -> list[Check]:
                 if schema.status == "OK":
                     workflows = WorkflowCatalog(store).all()
                     checks.append(_workflows_check(store, workflows))
+                    if key_check is None:
+                        saved = _saved_secrets(store, settings)
         finally:
             store.close()
-    checks.append(_secret_check(settings))
+    checks.append(_secret_check(settings, saved))
     checks.append(_track_check(settings))
     checks.append(_test_workspace_check(settings))
     checks.append(_app_check(settings, workflows))

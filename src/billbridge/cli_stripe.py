@@ -23,14 +23,14 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from billbridge.backfill import DEFAULT_BATCH_SIZE, Backfill, BackfillOptions, BackfillSummary
 from billbridge.cli_common import EXIT_CONFIGURATION, EXIT_FAILURE, echo_error, friendly_errors
+from billbridge.composition import build_reconciler, build_services
 from billbridge.config import Settings, load_settings
 from billbridge.errors import ConfigurationError, DeliveryError, StripeAPIError
-from billbridge.ingest import IngestService
-from billbridge.services import Services, build_services
+from billbridge.services import Services
 from billbridge.stripe.endpoint_sync import endpoint_url, needed_types, sync_endpoint
 from billbridge.stripe.listing import StripeLister
-from billbridge.stripe.reconcile import Reconciler, reconcile_types
-from billbridge.stripe.webhook_setup import PINNED_API_VERSION
+from billbridge.stripe.reconcile import reconcile_types
+from billbridge.stripe.webhook_setup import PINNED_API_VERSION, SavedWebhookSecrets
 from billbridge.stripe.webhook_setup import setup_webhook as create_or_update_endpoint
 from billbridge.web.operations import parse_duration
 
@@ -84,21 +84,7 @@ def reconcile(
     with friendly_errors():
         settings = _settings()
         with _stripe_job(settings) as (services, lister):
-            ingest = IngestService(
-                settings=settings,
-                store=services.store,
-                catalog=services.catalog,
-                metrics=services.metrics,
-                secrets=(),
-            )
-            reconciler = Reconciler(
-                store=services.store,
-                catalog=services.catalog,
-                ingest=ingest,
-                lister=lister,
-                metrics=services.metrics,
-            )
-            report = reconciler.run(seconds)
+            report = build_reconciler(services, lister).run(seconds)
     typer.echo(
         f"Reconciled events created after {report.since} ({len(report.types)} types): "
         f"{report.listed} listed, {report.recovered} recovered (missing here, now stored), "
@@ -258,16 +244,19 @@ def setup_webhook(
                 echo_error("error: no enabled workflow: enable one before creating the endpoint")
                 raise typer.Exit(EXIT_CONFIGURATION)
             result = create_or_update_endpoint(
-                lister, url=url.strip(), event_types=types, var_dir=settings.var_dir
+                lister,
+                url=url.strip(),
+                event_types=types,
+                secrets=SavedWebhookSecrets(services.store, services.secret_box, settings.var_dir),
             )
     typer.echo(f"{result.action.capitalize()} webhook endpoint {result.endpoint_id}")
     typer.echo(f"  url: {result.url}")
     typer.echo(f"  status: {result.status}, api_version: {result.api_version or '-'}")
     typer.echo(f"  events ({len(result.enabled_events)}): {', '.join(result.enabled_events)}")
-    if result.secret_path is not None:
+    if result.secret_saved:
         typer.echo(
-            f"  signing secret: saved in {result.secret_path} (mode 0600); `billbridge serve` "
-            "reads it"
+            "  signing secret: saved in the database (encrypted); every `billbridge serve` "
+            "reads it at start"
         )
     for note in result.notes:
         typer.echo(f"  note: {note}")

@@ -100,6 +100,20 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default=Path("./var"), alias="BILLBRIDGE_VAR_DIR")
     stripe_cache_seconds: float = Field(default=300.0, alias="BILLBRIDGE_STRIPE_CACHE_SECONDS")
 
+    # Customer.io pacing, shared by every process on the database (0 turns one off).
+    cio_app_rps: float = Field(default=10.0, alias="BILLBRIDGE_CIO_APP_RPS", ge=0)
+    cio_broadcast_interval: float = Field(
+        default=10.0, alias="BILLBRIDGE_CIO_BROADCAST_INTERVAL", ge=0
+    )  # seconds between broadcast triggers
+    cio_track_rps: float = Field(default=1000.0, alias="BILLBRIDGE_CIO_TRACK_RPS", ge=0)
+    # `billbridge worker` serves /healthz, /readyz and /metrics on this port when set.
+    worker_metrics_port: int | None = Field(
+        default=None, alias="BILLBRIDGE_WORKER_METRICS_PORT", ge=1, le=65535
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", alias="BILLBRIDGE_WORKER_METRICS_HOST", min_length=1
+    )
+
     # Access, connections and alerts (the dashboard) -------------------------------------
     api_token: SecretStr | None = Field(default=None, alias="BILLBRIDGE_API_TOKEN")
     admin_username: str = Field(default="admin", alias="BILLBRIDGE_ADMIN_USERNAME", min_length=1)

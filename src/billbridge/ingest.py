@@ -19,8 +19,7 @@ from typing import Any
 
 import orjson
 import structlog
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope
 
 from billbridge.alerts.refusals import RefusalCounter
@@ -36,7 +35,6 @@ from billbridge.stripe.signature import verify_signature
 from billbridge.workflows.catalog import WorkflowCatalog
 
 log = structlog.get_logger("billbridge.ingest")
-_JSON = "application/json"
 
 
 def _webhook_headers(scope: Scope) -> tuple[str, str | None, str | None]:
@@ -131,11 +129,6 @@ class IngestService:
             self._settings.retry_window,
             rows_for_event(event),
         )
-
-    async def handle(self, request: Request) -> Response:
-        """`answer` as a Starlette endpoint."""
-        status, body = await self.answer(request.scope, request.receive)
-        return Response(content=body, status_code=status, media_type=_JSON)
 
     async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         """`POST /webhooks/stripe`, straight on ASGI (the hot path needs no Request or

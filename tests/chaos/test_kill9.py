@@ -16,6 +16,7 @@ from billbridge.stripe.samples import sample_event
 from billbridge.stripe.signature import sign_payload
 from tests.fakes.customerio import FakeCustomerIO
 from tests.support.auth import API_TOKEN_ENV, AUTH
+from tests.support.env import FLEET_SECRET_KEY
 from tests.support.live_server import ServeProcess, wait_until
 
 SECRET = "whsec_chaos_secret_value"
@@ -41,6 +42,7 @@ def test_kill9_under_load_then_restart_delivers_every_acknowledged_event_once(
             **cio.settings_env(),
             "DATABASE_URL": database_url,
             "STRIPE_WEBHOOK_SECRET": SECRET,
+            "BILLBRIDGE_SECRET_KEY": FLEET_SECRET_KEY,
             "BILLBRIDGE_RETRY_SCHEDULE": "0.2",
             "BILLBRIDGE_LEASE_SECONDS": "3",
             **API_TOKEN_ENV,

@@ -16,6 +16,7 @@ from billbridge.store import open_store
 from billbridge.stripe.samples import sample_event
 from billbridge.stripe.signature import sign_payload
 from tests.fakes.customerio import FakeCustomerIO
+from tests.support.env import FLEET_SECRET_KEY
 from tests.support.live_server import BILLBRIDGE, ServeProcess, wait_until
 
 SECRET = "whsec_split_roles"
@@ -33,6 +34,7 @@ def test_two_workers_share_the_queue_without_double_claims(
             **cio.settings_env(),
             "DATABASE_URL": own_postgres_url,
             "STRIPE_WEBHOOK_SECRET": SECRET,
+            "BILLBRIDGE_SECRET_KEY": FLEET_SECRET_KEY,
         }
         server = ServeProcess(env, cwd=tmp_path, args=("--no-worker",)).start()
         workers = [

@@ -17,8 +17,8 @@ from starlette.routing import Route
 
 from billbridge.alerts.config import AlertConfig, AlertEmail, AlertURLError, check_alert_url
 from billbridge.alerts.monitor import AlertMonitor, save_alert_config
+from billbridge.composition import build_services
 from billbridge.secret_box import SecretBox
-from billbridge.services import build_services
 from tests.fakes.customerio import FakeCustomerIO
 from tests.integration.test_store_conformance import actions, attempt, claim_all, event
 from tests.support.auth import AUTH

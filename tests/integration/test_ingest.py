@@ -20,6 +20,7 @@ from billbridge.store.base import Store
 from billbridge.store.records import EventFilter
 from billbridge.stripe.samples import sample_event
 from billbridge.stripe.signature import sign_payload
+from tests.support.env import FLEET_SECRET_KEY
 from tests.support.live_server import serve_app
 
 SECRET = "whsec_ingest_test_secret"
@@ -51,7 +52,11 @@ class Server:
 
 
 def _settings(database_url: str) -> Settings:
-    return Settings(DATABASE_URL=database_url, STRIPE_WEBHOOK_SECRET=f"{SECRET},{ROTATED}")
+    return Settings(
+        DATABASE_URL=database_url,
+        STRIPE_WEBHOOK_SECRET=f"{SECRET},{ROTATED}",
+        BILLBRIDGE_SECRET_KEY=FLEET_SECRET_KEY,
+    )
 
 
 @pytest.fixture

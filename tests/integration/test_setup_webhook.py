@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 import pytest
 
-from billbridge.app import webhook_secrets_for
-from billbridge.stripe.webhook_setup import SECRET_FILE
+from billbridge.composition import webhook_secrets_for
+from billbridge.secret_box import SecretBox
+from billbridge.store import open_store
+from billbridge.stripe.webhook_setup import CREDENTIAL_NAME, SECRET_FILE
 from billbridge.workflows.defaults import default_workflows
 from tests.fakes import stripe_api as stripe_fakes
 from tests.fakes.stripe_api import FakeStripe
@@ -25,7 +26,8 @@ def test_creates_once_then_updates_without_duplicating_and_never_prints_the_secr
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_stripe: FakeStripe
 ) -> None:
     """First run creates the endpoint (pinned api_version, the enabled workflows' trigger
-    types) and saves its secret 0600; the second run updates the same endpoint."""
+    types) and saves its secret in the database, encrypted; the second run updates the
+    same endpoint."""
     settings = use_env(monkeypatch, tmp_path, fake_stripe)
     monkeypatch.delenv("STRIPE_WEBHOOK_SECRET")
     first = invoke("setup-webhook", "--url", URL)
@@ -37,11 +39,17 @@ def test_creates_once_then_updates_without_duplicating_and_never_prints_the_secr
     import stripe  # noqa: PLC0415
 
     assert endpoint["api_version"] == stripe.api_version
-    secret_path = tmp_path / "var" / SECRET_FILE
-    assert secret_path.read_text().strip() == endpoint["secret"]
-    assert stat.S_IMODE(secret_path.stat().st_mode) == 0o600
+    assert not (tmp_path / "var" / SECRET_FILE).exists()
+    store = open_store(settings.database_url)
+    try:
+        ciphertext = store.get_credentials()[CREDENTIAL_NAME]
+        assert endpoint["secret"] not in ciphertext
+        box = SecretBox.from_settings(settings)
+        assert box.decrypt_json(ciphertext) == {"secrets": [endpoint["secret"]]}
+    finally:
+        store.close()
     assert endpoint["secret"] not in first.output
-    assert str(secret_path) in first.output
+    assert "saved in the database (encrypted)" in first.output
 
     endpoint["enabled_events"] = ["charge.failed"]  # drifted: someone edited it by hand
     second = invoke("setup-webhook", "--url", URL)
@@ -53,7 +61,11 @@ def test_creates_once_then_updates_without_duplicating_and_never_prints_the_secr
     assert len(fake_stripe.requests_to("/v1/webhook_endpoints", "POST")) == 1
 
     no_env_secret = settings.model_copy(update={"stripe_webhook_secret": ()})
-    assert webhook_secrets_for(no_env_secret, dev=False) == (endpoint["secret"],)
+    store = open_store(settings.database_url)
+    try:
+        assert webhook_secrets_for(no_env_secret, store, dev=False) == (endpoint["secret"],)
+    finally:
+        store.close()
 
 
 def test_an_existing_endpoint_made_elsewhere_is_updated_and_the_missing_secret_explained(
@@ -80,4 +92,8 @@ def test_an_existing_endpoint_made_elsewhere_is_updated_and_the_missing_secret_e
     assert fake_stripe.webhook_endpoints["we_handmade"]["status"] == "enabled"
     assert sorted(fake_stripe.webhook_endpoints["we_handmade"]["enabled_events"]) == TRIGGERS
     assert "whsec_" not in result.output
-    assert not (tmp_path / "var" / SECRET_FILE).exists()
+    store = open_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        assert CREDENTIAL_NAME not in store.get_credentials()
+    finally:
+        store.close()

@@ -8,3 +8,6 @@ from billbridge.config import Settings
 SETTINGS_ENV: tuple[str, ...] = tuple(
     field.alias for field in Settings.model_fields.values() if field.alias
 )
+
+# BILLBRIDGE_SECRET_KEY for processes on PostgreSQL, where it is required (any passphrase).
+FLEET_SECRET_KEY = "billbridge-tests-fleet-key"

@@ -85,7 +85,7 @@ class AlertMonitor:
         endpoint_check_seconds: float = ENDPOINT_CHECK_SECONDS,
     ) -> None:
         self._services = services
-        self._box = SecretBox.from_settings(services.settings)
+        self._box = services.secret_box
         self._sender = sender or AlertSender(services.settings, services.cio)
         self._endpoint_every = endpoint_check_seconds
         self._endpoint_checked_at: float | None = None  # time.monotonic()
@@ -259,8 +259,3 @@ class AlertMonitor:
                 log.exception("alert check crashed; trying again later")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
-
-
-def start_alert_monitor(services: Services, stop: asyncio.Event) -> asyncio.Task[None]:
-    """Run the alert loop next to a worker until `stop` is set; await the task after."""
-    return asyncio.create_task(AlertMonitor(services).run(stop), name="billbridge-alerts")

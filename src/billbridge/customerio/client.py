@@ -3,12 +3,14 @@
     async with CustomerIOClient(settings) as cio:
         await cio.send(CioRequest("track", "PUT", "/api/v1/customers/cus_1", {"plan": "pro"}))
 
-Outcomes (SPEC §5): 2xx -> `CioResponse`; 408, 429, 5xx and connection failures ->
-`RetryableDeliveryError` (with `retry_after` from `Retry-After`); a timeout or a broken
-connection after the request went out -> `RetryableDeliveryError` when the request is
-idempotent, `AmbiguousSendError` when it is not (it may have been acted on); 3xx and other
-4xx -> `TerminalDeliveryError`. Error messages name the method and the path with the person
-identifier replaced by `{identifier}`; they never hold a key, a header or the request body.
+With a `Pacer`, each call first waits for its slot in the rates every process shares
+(customerio/pacing.py); a 429 stays the last resort. Outcomes (SPEC §5): 2xx ->
+`CioResponse`; 408, 429, 5xx and connection failures -> `RetryableDeliveryError` (with
+`retry_after` from `Retry-After`); a timeout or a broken connection after the request went
+out -> `RetryableDeliveryError` when the request is idempotent, `AmbiguousSendError` when
+it is not (it may have been acted on); 3xx and other 4xx -> `TerminalDeliveryError`. Error
+messages name the method and the path with the person identifier replaced by
+`{identifier}`; they never hold a key, a header or the request body.
 
 Two workspaces: `mode="live"` (CUSTOMERIO_*) and `mode="test"` (CUSTOMERIO_TEST_*, for
 Stripe test-mode events). Every call names its mode, so one call (or one v2 batch) never
@@ -42,6 +44,7 @@ from billbridge.customerio.batch import (
     parse_partial_errors,
     plan_batches,
 )
+from billbridge.customerio.pacing import Pacer
 from billbridge.customerio.requests import CioApi, CioRequest, CioResponse
 from billbridge.errors import (
     AmbiguousSendError,
@@ -213,10 +216,14 @@ class CustomerIOClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         credentials: Callable[[], Settings] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         # `credentials` gives the current effective settings (environment over what was
         # saved in the dashboard), so new credentials apply without a restart.
         self._credentials = credentials or (lambda: settings)
+        # `pacer` (the services' one) makes each call wait for its slot in the rates the
+        # whole fleet shares; without it calls go at once (tests, `doctor`).
+        self._pacer = pacer
         self._settings = settings
         self._configure(settings)
         timeout = settings.customerio_timeout
@@ -387,6 +394,8 @@ class CustomerIOClient:
                     f"the body of {where} is not JSON-serialisable; nothing was sent"
                 ) from None
             headers["Content-Type"] = "application/json"
+        if self._pacer is not None:
+            await self._pacer.wait(request)  # may raise RetryableDeliveryError: nothing sent
         started = time.perf_counter()
         try:
             response = await self._http.request(

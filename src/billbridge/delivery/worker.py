@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import uuid
 
@@ -25,10 +24,7 @@ import anyio
 import structlog
 
 from billbridge import __version__
-from billbridge.alerts.monitor import start_alert_monitor
-from billbridge.config import Settings
 from billbridge.delivery.executor import DeliveryExecutor
-from billbridge.services import Services, build_services, freeze_startup_heap
 from billbridge.store.base import Store
 from billbridge.store.records import ClaimedDelivery, WorkerInfo
 
@@ -170,44 +166,3 @@ class Worker:
             # Their leases expire and another worker (or the next start) takes them over.
             task.cancel()
         await asyncio.gather(*still_running, return_exceptions=True)
-
-
-def run_worker_process(settings: Settings, concurrency: int | None = None) -> None:
-    """`billbridge worker`: run the worker alone until SIGINT or SIGTERM."""
-
-    async def main() -> None:
-        services = build_services(settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        alerts = start_alert_monitor(services, stop)
-        worker = build_worker(services, concurrency=concurrency)
-        freeze_startup_heap()
-        try:
-            await worker.run(stop)
-        finally:
-            stop.set()
-            await alerts
-            await services.aclose()
-
-    asyncio.run(main())
-
-
-def build_worker(services: Services, *, concurrency: int | None = None) -> Worker:
-    """A Worker wired to the parts in `services`."""
-    executor = DeliveryExecutor(
-        settings=services.settings,
-        store=services.store,
-        catalog=services.catalog,
-        resolver=services.resolver,
-        cio=services.cio,
-        policy=services.retry_policy,
-        metrics=services.metrics,
-    )
-    return Worker(
-        services.store,
-        executor,
-        concurrency=concurrency or services.settings.worker_concurrency,
-        lease_seconds=services.settings.lease_seconds,
-    )

@@ -40,6 +40,7 @@ from billbridge.store.records_access import (
     UserRecord,
 )
 from billbridge.store.records_billing import BillingRow, BillingState, CustomerSnapshot
+from billbridge.store.records_fleet import RateReservation
 from billbridge.store.records_ops import HeldBack, RecentAttempt, RetryingSummary
 
 
@@ -396,3 +397,14 @@ class Store(ABC):
     @abstractmethod
     def alert_count_since(self, name: str, since: float) -> int:
         """The sum of `name`'s counts from the minute holding `since` on."""
+
+    # Shared by the fleet ------------------------------------------------------------------
+
+    @abstractmethod
+    def reserve_rate(
+        self, name: str, count: int, interval: float, max_wait: float
+    ) -> RateReservation:
+        """Reserve `count` calls of the rate `name` (one call per `interval` seconds),
+        shared by every process on this database, in one statement on the database clock.
+        Refused (nothing reserved) when the first free slot is over `max_wait` seconds away;
+        the row is created on first use."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import billbridge.store.tables_billing  # noqa: F401 - registers its tables
+import billbridge.store.tables_billing
+import billbridge.store.tables_fleet  # noqa: F401 - registers its tables
 from billbridge.store import (
     tables,
     tables_access,  # noqa: F401 - registers its tables

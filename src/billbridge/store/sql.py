@@ -56,6 +56,7 @@ from billbridge.store.records import (
 from billbridge.store.records_billing import BillingRow
 from billbridge.store.sql_access import SqlAccessMixin
 from billbridge.store.sql_billing import SqlBillingMixin
+from billbridge.store.sql_fleet import SqlFleetMixin
 from billbridge.store.sql_ops import SqlOpsMixin
 from billbridge.store.statements import Statements
 from billbridge.store.tables import customers, deliveries, events, meta, workflows
@@ -149,7 +150,7 @@ class _IngestJob(Gathered):
         return results
 
 
-class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin):
+class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin):
     """Store over SQLAlchemy Core; subclasses provide transactions and dialect details."""
 
     def __init__(

@@ -238,9 +238,6 @@ class StripeAPI:
                 return found
             params["starting_after"] = str(data[-1]["id"])
 
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
     def close(self) -> None:
         """Close the HTTP connections (the object must not be used afterwards)."""
         self._http.close()

@@ -217,24 +217,14 @@ def _period_bound(subscription: dict[str, Any], key: str, pick: Any) -> int | No
     return top if isinstance(top, int) and not isinstance(top, bool) else None
 
 
-def current_period_end_of(subscription: dict[str, Any]) -> int | None:
-    """The latest `current_period_end` of the items (basil+), else the top-level one."""
-    return _period_bound(subscription, "current_period_end", max)
-
-
 def current_period_start_of(subscription: dict[str, Any]) -> int | None:
     """The earliest `current_period_start` of the items (basil+), else the top-level one."""
     return _period_bound(subscription, "current_period_start", min)
 
 
-def price_of(subscription: dict[str, Any]) -> dict[str, Any]:
-    """The first item's price (the plan, for single-price subscriptions), else {}."""
-    for item in subscription_items_of(subscription):
-        price = item.get("price")
-        if isinstance(price, dict):
-            return price
-    plan = subscription.get("plan")  # pre-2023 payloads
-    return plan if isinstance(plan, dict) else {}
+def current_period_end_of(subscription: dict[str, Any]) -> int | None:
+    """The latest `current_period_end` of the items (basil+), else the top-level one."""
+    return _period_bound(subscription, "current_period_end", max)
 
 
 # Records for the store ------------------------------------------------------------------

@@ -34,7 +34,6 @@ import structlog
 from billbridge.errors import BillbridgeError
 from billbridge.ingest import IngestService
 from billbridge.observability import Metrics
-from billbridge.services import Services
 from billbridge.store.base import Store
 from billbridge.stripe.events import check_event_bounds
 from billbridge.stripe.listing import StripeLister
@@ -179,31 +178,10 @@ class Reconciler:
         )
 
 
-def start_periodic_reconcile(
-    services: Services, ingest: IngestService, stop: asyncio.Event
-) -> asyncio.Task[None] | None:
-    """In `serve`: a task reconciling now and every BILLBRIDGE_RECONCILE_INTERVAL seconds
-    until `stop` is set; None when there is no STRIPE_API_KEY or the interval is 0."""
-    settings = services.settings
-    if settings.stripe_api_key is None or settings.reconcile_interval <= 0:
-        return None
-    lister = StripeLister.from_settings(settings)
-    reconciler = Reconciler(
-        store=services.store,
-        catalog=services.catalog,
-        ingest=ingest,
-        lister=lister,
-        metrics=services.metrics,
-    )
-    return asyncio.create_task(
-        _periodic(reconciler, lister, stop, settings.reconcile_interval),
-        name="billbridge-reconcile",
-    )
-
-
-async def _periodic(
+async def run_periodically(
     reconciler: Reconciler, lister: StripeLister, stop: asyncio.Event, interval: float
 ) -> None:
+    """Reconcile now and every `interval` seconds until `stop` is set; closes `lister`."""
     try:
         while not stop.is_set():
             try:

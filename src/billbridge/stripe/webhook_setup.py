@@ -1,31 +1,33 @@
 """`setup-webhook`: create or update the Stripe webhook endpoint Billbridge needs, once.
 
     result = setup_webhook(lister, url="https://billing.example.com/webhooks/stripe",
-                           event_types=reconcile_types(catalog), var_dir=settings.var_dir)
+                           event_types=reconcile_types(catalog),
+                           secrets=SavedWebhookSecrets(store, box, settings.var_dir))
     result.action        # "created" or "updated"
 
 An endpoint with the same URL is looked for first (`GET /v1/webhook_endpoints`, every
 page) and updated in place: never a second endpoint for one URL. A new endpoint gets
 exactly the enabled workflows' trigger types and the API version this SDK is pinned to
 (Stripe renders its events with that version; it cannot be changed later). Its signing
-secret is returned only by the create call: it is saved in `<var dir>/stripe-webhook-secret`
-(mode 0600), which `serve` reads next to STRIPE_WEBHOOK_SECRET. Nothing here prints or
-logs a secret.
+secret is returned only by the create call: it is saved in the database, encrypted with the
+secret box (`SavedWebhookSecrets`), and every `serve` reads it next to STRIPE_WEBHOOK_SECRET.
+Nothing here prints or logs a secret.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import stripe
 
+from billbridge.secret_box import SecretBox
+from billbridge.store.base import Store
 from billbridge.stripe.listing import StripeLister
 
-SECRET_FILE = "stripe-webhook-secret"  # noqa: S105 - a file name, not a secret
+SECRET_FILE = "stripe-webhook-secret"  # noqa: S105 - older versions' file, read to upgrade
+CREDENTIAL_NAME = "stripe_webhook"  # the credentials row holding the saved secrets
 MAX_SAVED_SECRETS = 4  # newest first; older endpoints' secrets keep working a while
 PINNED_API_VERSION: str = str(stripe.api_version)
 DESCRIPTION = "Billbridge (Stripe to Customer.io)"
@@ -33,7 +35,7 @@ DESCRIPTION = "Billbridge (Stripe to Customer.io)"
 
 @dataclass(frozen=True)
 class WebhookSetupResult:
-    """What `setup_webhook` did; `secret_path` is where the secret is (never the secret)."""
+    """What `setup_webhook` did; `secret_saved` says a signing secret is saved (never which)."""
 
     action: Literal["created", "updated"]
     endpoint_id: str
@@ -41,35 +43,62 @@ class WebhookSetupResult:
     enabled_events: tuple[str, ...]
     api_version: str | None
     status: str
-    secret_path: Path | None  # None: Stripe did not return it and none is saved here
+    secret_saved: bool  # False: Stripe did not return it and none was saved before
     notes: tuple[str, ...] = ()
 
 
-def saved_webhook_secrets(var_dir: Path) -> tuple[str, ...]:
-    """The secrets `setup-webhook` saved (newest first); empty when there are none."""
+class SavedWebhookSecrets:
+    """The signing secrets `setup-webhook` saved: in the database (credentials row
+    `stripe_webhook`, encrypted with the secret box), newest first, so every `serve` of a
+    fleet reads them. A `<var dir>/stripe-webhook-secret` file from an older version is
+    still read, and its secrets are stored in the database."""
+
+    def __init__(self, store: Store, box: SecretBox, var_dir: Path) -> None:
+        self._store = store
+        self._box = box
+        self._var_dir = var_dir
+
+    def read(self) -> tuple[str, ...]:
+        """The saved secrets (newest first); empty when there are none."""
+        token = self._store.get_credentials().get(CREDENTIAL_NAME)
+        stored = _secrets_of(self._box.decrypt_json(token)) if token else ()
+        upgraded = [s for s in _file_secrets(self._var_dir) if s not in stored]
+        if not upgraded:
+            return stored
+        merged = (*stored, *upgraded)[:MAX_SAVED_SECRETS]
+        self._write(merged)
+        return merged
+
+    def count(self) -> int:
+        """How many secrets are saved (the database's and an older file's), changing
+        nothing: for `doctor`."""
+        token = self._store.get_credentials().get(CREDENTIAL_NAME)
+        stored = _secrets_of(self._box.decrypt_json(token)) if token else ()
+        return len({*stored, *_file_secrets(self._var_dir)})
+
+    def save(self, secret: str) -> None:
+        """Put `secret` first (older ones are kept, up to MAX_SAVED_SECRETS)."""
+        kept = [s for s in self.read() if s != secret]
+        self._write((secret, *kept)[:MAX_SAVED_SECRETS])
+
+    def _write(self, secrets: tuple[str, ...]) -> None:
+        self._store.save_credential(CREDENTIAL_NAME, self._box.encrypt_json({"secrets": secrets}))
+
+
+def _secrets_of(document: dict[str, Any]) -> tuple[str, ...]:
+    values = document.get("secrets")
+    if not isinstance(values, list):
+        return ()
+    return tuple(v for v in values if isinstance(v, str) and v.startswith("whsec_"))
+
+
+def _file_secrets(var_dir: Path) -> tuple[str, ...]:
+    """The secrets file an older `setup-webhook` wrote in the var dir (upgrade path)."""
     try:
         text = (var_dir / SECRET_FILE).read_text(encoding="utf-8")
     except OSError:
         return ()
     return tuple(line.strip() for line in text.splitlines() if line.strip().startswith("whsec_"))
-
-
-def save_webhook_secret(var_dir: Path, secret: str) -> Path:
-    """Put `secret` first in the secrets file (mode 0600, replaced atomically)."""
-    var_dir.mkdir(parents=True, exist_ok=True)
-    path = var_dir / SECRET_FILE
-    kept = [s for s in saved_webhook_secrets(var_dir) if s != secret]
-    lines = [secret, *kept][:MAX_SAVED_SECRETS]
-    temporary = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        temporary.unlink()
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    return path
 
 
 def _find_endpoints(lister: StripeLister, url: str) -> list[dict[str, Any]]:
@@ -86,7 +115,7 @@ def setup_webhook(
     *,
     url: str,
     event_types: list[str],
-    var_dir: Path,
+    secrets: SavedWebhookSecrets,
     api_version: str = PINNED_API_VERSION,
 ) -> WebhookSetupResult:
     """Create the endpoint for `url`, or update the one that exists. Raises StripeAPIError."""
@@ -115,7 +144,7 @@ def setup_webhook(
                 f"its api_version is {current_version}, not {api_version} (Stripe cannot "
                 "change it): delete the endpoint and run this again to re-create it"
             )
-        saved = saved_webhook_secrets(var_dir)
+        saved = bool(secrets.read())
         if not saved:
             notes.append(
                 "Stripe returns the signing secret only at creation: copy it from the "
@@ -128,7 +157,7 @@ def setup_webhook(
             enabled_events=tuple(updated.get("enabled_events") or types),
             api_version=current_version,
             status=str(updated.get("status") or "enabled"),
-            secret_path=(var_dir / SECRET_FILE) if saved else None,
+            secret_saved=saved,
             notes=tuple(notes),
         )
     create_params: dict[str, Any] = {
@@ -140,8 +169,10 @@ def setup_webhook(
     }
     created = lister.call("create a webhook endpoint", lambda: service.create(create_params))
     secret = created.get("secret")
-    secret_path = save_webhook_secret(var_dir, secret) if isinstance(secret, str) else None
-    if secret_path is None:
+    secret_saved = isinstance(secret, str)
+    if isinstance(secret, str):
+        secrets.save(secret)
+    else:
         notes.append("Stripe did not return a signing secret; copy it from the Dashboard")
     return WebhookSetupResult(
         action="created",
@@ -150,6 +181,6 @@ def setup_webhook(
         enabled_events=tuple(created.get("enabled_events") or types),
         api_version=created.get("api_version"),
         status=str(created.get("status") or "enabled"),
-        secret_path=secret_path,
+        secret_saved=secret_saved,
         notes=tuple(notes),
     )

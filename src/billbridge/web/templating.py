@@ -4,12 +4,12 @@
     return templates.TemplateResponse(request, "login.html", {"error": None})
 
 Autoescape is on for every template; `csrf_token()` is a global, so a form writes
-`<input type="hidden" name="csrf_token" value="{{ csrf_token(request) }}">`.
+`<input type="hidden" name="csrf_token" value="{{ csrf_token(request) }}">`. The filters
+(`when`, `ago`, ...) are registered by `web/pages_common.py`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 from fastapi.templating import Jinja2Templates
@@ -27,15 +27,6 @@ _environment = Environment(
 )
 _environment.globals["csrf_token"] = csrf_token
 
-
-def format_when(seconds: float | None) -> str:
-    """Unix seconds as `2026-01-31 12:00Z` (UTC); an em dash when unknown."""
-    if seconds is None:
-        return "—"
-    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%d %H:%MZ")
-
-
-_environment.filters["when"] = format_when
 
 templates = Jinja2Templates(env=_environment)
 

@@ -1,7 +1,7 @@
 """The login throttle's state, shared by every process: table `login_throttle`.
 
 Revision ID: 0006_throttle
-Revises: 0004_merge
+Revises: 0005_fleet
 Create Date: 2026-12-03
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_throttle"
-down_revision = "0004_merge"
+down_revision = "0005_fleet"
 branch_labels = None
 depends_on = None
 
