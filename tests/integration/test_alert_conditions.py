@@ -17,8 +17,8 @@ import pytest
 
 from billbridge.alerts.config import AlertConfig
 from billbridge.alerts.monitor import AlertMonitor, save_alert_config
+from billbridge.composition import build_services
 from billbridge.secret_box import SecretBox
-from billbridge.services import build_services
 from billbridge.stripe.samples import sample_event
 from billbridge.stripe.signature import sign_payload
 from tests.fakes.customerio import FakeCustomerIO
