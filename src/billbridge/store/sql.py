@@ -162,6 +162,7 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
         self._writer = writer
         self._statements = statements
         self._driver_errors = driver_errors
+        self._pipelined = statements.dialect == "postgres"  # psycopg's pipeline mode
         self._wake = WakeUp()
 
     # Driver hooks -------------------------------------------------------------------------
@@ -176,7 +177,12 @@ class SqlStore(SqlAccessMixin, SqlBillingMixin):
 
     def _db(self, conn: Connection) -> Db:
         """The named statements on `conn`'s DB-API connection (same transaction)."""
-        return Db(self._statements, conn.connection.driver_connection, self._driver_errors)
+        return Db(
+            self._statements,
+            conn.connection.driver_connection,
+            self._driver_errors,
+            pipelined=self._pipelined,
+        )
 
     @abstractmethod
     def _insert(self, table: sa.Table) -> Insert:

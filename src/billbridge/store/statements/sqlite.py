@@ -114,16 +114,17 @@ def _ids(parameter: str = "?") -> str:
 STATEMENTS: dict[str, str] = {
     "now": f"SELECT {NOW}",
     # Ingest ------------------------------------------------------------------------------
-    # Rows added from here on have ids above this (one writer: nobody else inserts).
-    "ingest_marker": "SELECT COALESCE(MAX(id), 0) FROM events",
     "insert_events": (
         f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}, received_at)"
         f" SELECT {', '.join(_field(c) for c in _EVENT_COLUMNS)}, {NOW}"
         " FROM json_each(?) WHERE true ORDER BY key"
         " ON CONFLICT (stripe_event_id) DO NOTHING"
     ),
+    # Run right after insert_events: the rows it added are the last changes() ids up to
+    # last_insert_rowid() (one writer: ids are consecutive, above every stored one).
     "event_ids": (
-        "SELECT json_group_array(json_array(stripe_event_id, id, id > ?)) FROM events"
+        "SELECT json_group_array(json_array(stripe_event_id, id,"
+        " changes() > 0 AND id > last_insert_rowid() - changes())) FROM events"
         f" WHERE stripe_event_id IN {_ids()}"
     ),
     "insert_deliveries": (
