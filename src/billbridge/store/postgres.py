@@ -34,7 +34,7 @@ MIGRATION_LOCK_KEY = 0x62696C6C62726467
 CONNECT_TIMEOUT = 5  # seconds: an unreachable database must fail fast (ingest answers 503)
 # Writer threads, each committing a batch at a time on its own connection: a commit is a
 # round trip to the server (and an fsync there), so several batches are in flight at once.
-WRITER_THREADS = 4
+WRITER_THREADS = 2
 LISTEN_POLL = 0.25  # seconds: how often the listener thread checks for close()
 
 
