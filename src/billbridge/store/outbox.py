@@ -45,6 +45,11 @@ STICKY_COLUMNS = frozenset({"deleted", "payment_failed"})
 FENCED_OUT = "refused: the claim had passed to another worker (outcome not applied)"
 
 
+# Events stored by one insert_events statement (SQLite binds 11 parameters each, under its
+# 32,766 limit; event_ids reads what that ONE statement inserted). The writer's batches
+# are at most 512 jobs anyway.
+INGESTS_PER_STATEMENT = 512
+MAX_PARAMETERS = 32_000  # bound parameters of one statement (SQLite's limit is 32,766)
 # Errors that mean "the database cannot take this right now", as opposed to a bug.
 UNAVAILABLE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
@@ -90,7 +95,7 @@ class Db:
         self._statements = statements
         self._connection = connection
         self._errors = errors
-        self._pipelined = pipelined
+        self.pipelined = pipelined
         self._pipeline: Any = None
 
     def _error(self, name: str, exc: Exception) -> sa.exc.StatementError:
@@ -100,7 +105,7 @@ class Db:
     def batch(self) -> Iterator[None]:
         """Send what runs inside together (where the driver can); an error of a statement
         sent along surfaces at the latest here."""
-        if not self._pipelined or self._pipeline is not None:
+        if not self.pipelined or self._pipeline is not None:
             yield
             return
         try:
@@ -121,6 +126,22 @@ class Db:
     def send(self, name: str, *parameters: Any) -> None:
         """Execute; nothing is read back (in a pipelined batch, nothing is waited for)."""
         self._execute(name, parameters)
+
+    def send_rows(self, name: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Execute `name` over `rows` in ONE statement: as one JSON parameter, or where the
+        dialect's statement is a `MultiRow`, as a VALUES list."""
+        multirow = self._statements.multirow(name)
+        if multirow is None:
+            self.send(name, _dumps(rows))
+            return
+        per_statement = MAX_PARAMETERS // len(multirow.columns)
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            parameters = [row[column] for row in chunk for column in multirow.columns]
+            try:
+                self._connection.execute(self._statements.sql(name, len(chunk)), parameters)
+            except self._errors as exc:
+                raise self._error(name, exc) from exc
 
     def run(self, name: str, *parameters: Any) -> int:
         """Execute; the number of rows it changed."""
@@ -164,12 +185,15 @@ def ingest_many(db: Db, ingests: Sequence[Ingest]) -> list[IngestResult]:
     """Store several ingests in a few statements: their events, then the deliveries of the
     new ones, their customers and their billing rows. Same rows as ingesting them one at a
     time in order: an event id seen twice is stored once, by its first ingest."""
+    if len(ingests) > INGESTS_PER_STATEMENT:
+        head, tail = ingests[:INGESTS_PER_STATEMENT], ingests[INGESTS_PER_STATEMENT:]
+        return ingest_many(db, head) + ingest_many(db, tail)
     first: dict[str, Ingest] = {}
     for ingest in ingests:
         first.setdefault(ingest.event.stripe_event_id, ingest)
     news = list(first.values())
     with db.batch():
-        db.send("insert_events", _dumps([_event_row(ingest.event) for ingest in news]))
+        db.send_rows("insert_events", [_event_row(ingest.event) for ingest in news])
         # [stripe_event_id, id, inserted by this transaction] for each event id.
         found = {
             sid: (int(row_id), bool(new))
@@ -190,7 +214,7 @@ def ingest_many(db: Db, ingests: Sequence[Ingest]) -> list[IngestResult]:
             for nd in ingest.deliveries
         ]
         if deliveries:
-            db.send("insert_deliveries", _dumps(deliveries))
+            db.send_rows("insert_deliveries", deliveries)
         upsert_customers(
             db, [i.customer for i in inserted if i.customer is not None], counted=False
         )
@@ -318,7 +342,7 @@ def _upsert_group(
         if row.customer_id is not None
     ]
     flags = sorted({flag for row, _ in group for flag in row.sticky})
-    if not counted:
+    if not counted and db.pipelined:  # nothing waited for: the links are sent regardless
         db.send(upsert, values)
         if links:
             db.send(f"billing_link_{name}", _dumps(links))

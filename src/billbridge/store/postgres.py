@@ -127,7 +127,12 @@ class PostgresStore(SqlStore):
         """Wake local waiters now and other processes through NOTIFY (best effort: a
         worker that misses it still polls)."""
         self._wake.notify()
-        with contextlib.suppress(StoreUnavailableError), self._engine.begin() as conn:
+        # A transaction of its own, outside the writer: a wake-up, nothing to batch.
+        with (
+            contextlib.suppress(StoreUnavailableError),
+            unavailable_on_errors(),
+            self._engine.begin() as conn,
+        ):
             self._on_work_created(conn)
 
     def _ensure_listener(self) -> None:
