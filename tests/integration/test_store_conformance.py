@@ -298,9 +298,9 @@ def test_claims_and_finishes_take_the_same_statements_whatever_the_batch_size(
     ran: list[str] = []
     execute = Db._execute
 
-    def counted(db: Db, name: str, parameters: Sequence[object]) -> object:
+    def counted(db: Db, name: str, parameters: Sequence[object], rows: int = 1) -> object:
         ran.append(name)
-        return execute(db, name, parameters)
+        return execute(db, name, parameters, rows)
 
     monkeypatch.setattr(Db, "_execute", counted)
     statements: list[list[str]] = []

@@ -3,8 +3,9 @@
 Ingest of many events (with their deliveries, customers and billing rows), claims,
 finishes, lease extension, the customer and billing upserts and worker heartbeats: each is
 a fixed few statements per call whatever the batch size, rows passed as one JSON text
-parameter (see `store/statements`). A driver hands these functions a `Db`: its dialect's
-statements on the DB-API connection of the transaction it runs (and commits) itself.
+parameter (or, where the dialect binds them faster, one VALUES list: see
+`store/statements`). A driver hands these functions a `Db`: its dialect's statements on
+the DB-API connection of the transaction it runs (and commits) itself.
 """
 
 from __future__ import annotations
@@ -43,8 +44,6 @@ from billbridge.store.tables_billing import BILLING_TABLES
 STICKY_COLUMNS = frozenset({"deleted", "payment_failed"})
 # Appended to the error of an attempt recorded after its claim passed to another worker.
 FENCED_OUT = "refused: the claim had passed to another worker (outcome not applied)"
-
-
 # Events stored by one insert_events statement (SQLite binds 11 parameters each, under its
 # 32,766 limit; event_ids reads what that ONE statement inserted). The writer's batches
 # are at most 512 jobs anyway.
@@ -117,9 +116,9 @@ class Db:
         finally:
             self._pipeline = None
 
-    def _execute(self, name: str, parameters: Sequence[Any]) -> Any:
+    def _execute(self, name: str, parameters: Sequence[Any], rows: int = 1) -> Any:
         try:
-            return self._connection.execute(self._statements.sql(name), parameters)
+            return self._connection.execute(self._statements.sql(name, rows), parameters)
         except self._errors as exc:
             raise self._error(name, exc) from exc
 
@@ -138,10 +137,7 @@ class Db:
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
             parameters = [row[column] for row in chunk for column in multirow.columns]
-            try:
-                self._connection.execute(self._statements.sql(name, len(chunk)), parameters)
-            except self._errors as exc:
-                raise self._error(name, exc) from exc
+            self._execute(name, parameters, len(chunk))
 
     def run(self, name: str, *parameters: Any) -> int:
         """Execute; the number of rows it changed."""
@@ -469,7 +465,7 @@ def finish_together(db: Db, finishes: Sequence[Finish]) -> list[bool]:
             _attempt_row(f, fenced=f.delivery_id not in owned_ids) for f in finishes if f.attempt
         ]
         if attempts:
-            db.send("insert_attempts", _dumps(attempts))
+            db.send_rows("insert_attempts", attempts)
         owned = [
             {
                 "id": f.delivery_id,
@@ -485,7 +481,7 @@ def finish_together(db: Db, finishes: Sequence[Finish]) -> list[bool]:
             if f.delivery_id in owned_ids
         ]
         if owned:
-            db.send("finish_owned", _dumps(owned))
+            db.send_rows("finish_owned", owned)
     return [f.delivery_id in owned_ids for f in finishes]
 
 

@@ -99,7 +99,10 @@ class PostgresStore(SqlStore):
 
     def _on_work_created(self, conn: Connection) -> None:
         # Delivered at commit, and only then: a listener never wakes for a rolled-back write.
-        conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        # On the DB-API connection: inside an ingest's pipelined batch it is sent along.
+        driver = conn.connection.driver_connection
+        assert driver is not None  # noqa: S101 - a live connection
+        driver.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
 
     # Lifecycle ----------------------------------------------------------------------------
 

@@ -142,9 +142,11 @@ class _IngestJob(Gathered):
     def run_together(cls, conn: Connection, jobs: Sequence[_IngestJob]) -> list[IngestResult]:
         store = jobs[0].store
         ingests = [job.ingest for job in jobs]
-        results = outbox.ingest_many(store._db(conn), ingests)
-        if outbox.makes_work(ingests, results):
-            store._on_work_created(conn)
+        db = store._db(conn)
+        with db.batch():  # the wake-up goes out with the batch (PostgreSQL)
+            results = outbox.ingest_many(db, ingests)
+            if outbox.makes_work(ingests, results):
+                store._on_work_created(conn)
         return results
 
 

@@ -179,9 +179,10 @@ STATEMENTS: dict[str, str | MultiRow] = {
         f" FROM deliveries AS d JOIN events AS e ON e.id = d.event_id WHERE d.id IN {_ids()}"
     ),
     # Finishes ----------------------------------------------------------------------------
-    "insert_attempts": (
-        f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)})"
-        f" SELECT {', '.join(_field(c) for c in _ATTEMPT_COLUMNS)} FROM json_each(?) ORDER BY key"
+    "insert_attempts": MultiRow(
+        f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES {{rows}}",
+        f"({', '.join('?' * len(_ATTEMPT_COLUMNS))})",
+        _ATTEMPT_COLUMNS,
     ),
     # CROSS JOIN keeps json_each the outer loop: each completion looks its delivery up by id.
     "owned_claims": (
@@ -189,29 +190,18 @@ STATEMENTS: dict[str, str | MultiRow] = {
         f" ON d.id = {_field('id', 'j.value')} AND d.claim_id = {_field('claim_id', 'j.value')}"
         f" WHERE d.status IN {DUE}"
     ),
-    "finish_owned": (
-        "UPDATE deliveries SET status = v.status,"
-        f" next_attempt_at = CASE WHEN v.retry_in IS NULL THEN NULL ELSE {NOW} + v.retry_in END,"
-        " lease_until = NULL, claim_id = NULL, worker_id = NULL, last_error = v.error,"
-        " force = CASE WHEN v.final THEN 0 ELSE deliveries.force END,"
-        " sent_ok = CASE WHEN v.sent_ok THEN 1 ELSE deliveries.sent_ok END,"
-        " attempt_count = deliveries.attempt_count + v.counted,"
-        f" updated_at = {NOW} FROM (SELECT "
-        + ", ".join(
-            f"{_field(c)} AS {c}"
-            for c in (
-                "id",
-                "claim_id",
-                "status",
-                "retry_in",
-                "error",
-                "final",
-                "sent_ok",
-                "counted",
-            )
-        )
-        + " FROM json_each(?)) AS v WHERE deliveries.id = v.id"
-        f" AND deliveries.claim_id = v.claim_id AND deliveries.status IN {DUE}"
+    # (id, claim_id, status, retry delay or NULL, error, final, sent_ok, counted) per row.
+    "finish_owned": MultiRow(
+        "UPDATE deliveries SET status = v.column3,"
+        f" next_attempt_at = CASE WHEN v.column4 IS NULL THEN NULL ELSE {NOW} + v.column4 END,"
+        " lease_until = NULL, claim_id = NULL, worker_id = NULL, last_error = v.column5,"
+        " force = CASE WHEN v.column6 THEN 0 ELSE deliveries.force END,"
+        " sent_ok = CASE WHEN v.column7 THEN 1 ELSE deliveries.sent_ok END,"
+        " attempt_count = deliveries.attempt_count + v.column8,"
+        f" updated_at = {NOW} FROM (VALUES {{rows}}) AS v WHERE deliveries.id = v.column1"
+        f" AND deliveries.claim_id = v.column2 AND deliveries.status IN {DUE}",
+        "(?, ?, ?, ?, ?, ?, ?, ?)",
+        ("id", "claim_id", "status", "retry_in", "error", "final", "sent_ok", "counted"),
     ),
     "extend_lease": (
         "UPDATE deliveries SET lease_until = v.until, next_attempt_at = v.until"
