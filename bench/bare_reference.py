@@ -1,6 +1,8 @@
 """The reference the ingest numbers are compared with: the least a durable webhook can do.
 
     STRIPE_WEBHOOK_SECRET=whsec_... python bench/bare_reference.py --port 8100 --db /tmp/ref.db
+    STRIPE_WEBHOOK_SECRET=whsec_... python bench/bare_reference.py --port 8100 \
+        --database-url postgresql://postgres@127.0.0.1:5432/ref
 
 A bare Starlette endpoint, `POST /webhooks/stripe`, that does only what no real receiver
 can skip: verify `Stripe-Signature` (HMAC-SHA256 over `t.body`, stdlib `hmac`, 300 s
@@ -9,19 +11,27 @@ own table (WAL, `synchronous=FULL`, a UNIQUE event id so a duplicate changes not
 then answer 200. The insert runs inline on the event loop over one connection: no thread
 hop, no ORM, no workflow lookup, no logging. Served by uvicorn with the same options as
 `billbridge serve` (see `uvicorn_options`), and `GET /readyz` for start-up polling.
+
+With `--database-url` the insert goes to PostgreSQL instead: ONE autocommit INSERT per
+request (a transaction each, `ON CONFLICT DO NOTHING`) on one of a pool of 16 psycopg
+async connections, awaited on the event loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import hmac
 import json
 import os
 import sqlite3
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -38,7 +48,18 @@ CREATE TABLE IF NOT EXISTS ref_events (
     payload TEXT NOT NULL
 )
 """
+PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ref_events (
+    id BIGSERIAL PRIMARY KEY,
+    stripe_event_id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    payload TEXT NOT NULL
+)
+"""
+PG_POOL = 16
 OK = b'{"received":true}'
+Insert = Callable[[str, str, str], Awaitable[None]]
 
 
 def _verified(body: bytes, header: str | None, secret: bytes) -> bool:
@@ -66,9 +87,54 @@ def open_db(path: str) -> sqlite3.Connection:
     return conn
 
 
-def create_app(db_path: str, secret: str) -> Starlette:
+def sqlite_insert(db_path: str) -> Insert:
     conn = open_db(db_path)
+
+    async def insert(event_id: str, event_type: str, payload: str) -> None:
+        conn.execute(  # autocommit: one transaction, one WAL fsync
+            "INSERT OR IGNORE INTO ref_events (stripe_event_id, type, received_at, payload) "
+            "VALUES (?, ?, ?, ?)",
+            (event_id, event_type, time.time(), payload),
+        )
+
+    return insert
+
+
+class PostgresPool:
+    """16 autocommit psycopg async connections, handed out one request at a time."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self.idle: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
+
+    async def open(self) -> None:
+        for _ in range(PG_POOL):
+            conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+            await conn.execute(PG_SCHEMA)
+            self.idle.put_nowait(conn)
+
+    async def close(self) -> None:
+        while not self.idle.empty():
+            await self.idle.get_nowait().close()
+
+    async def insert(self, event_id: str, event_type: str, payload: str) -> None:
+        conn = await self.idle.get()
+        try:
+            await conn.execute(
+                "INSERT INTO ref_events (stripe_event_id, type, received_at, payload)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (stripe_event_id) DO NOTHING",
+                (event_id, event_type, time.time(), payload),
+            )
+        finally:
+            self.idle.put_nowait(conn)
+
+
+def create_app(
+    secret: str, *, db_path: str | None = None, database_url: str | None = None
+) -> Starlette:
     key = secret.encode()
+    pool = PostgresPool(database_url) if database_url else None
+    insert = pool.insert if pool else sqlite_insert(db_path or "reference.db")
 
     async def webhook(request: Request) -> Response:
         body = await request.body()
@@ -79,21 +145,28 @@ def create_app(db_path: str, secret: str) -> Starlette:
             event_id, event_type = event["id"], event["type"]
         except (ValueError, KeyError, TypeError):
             return Response(b'{"error":"not a Stripe event"}', 400, media_type="application/json")
-        conn.execute(  # autocommit: one transaction, one WAL fsync
-            "INSERT OR IGNORE INTO ref_events (stripe_event_id, type, received_at, payload) "
-            "VALUES (?, ?, ?, ?)",
-            (event_id, event_type, time.time(), body.decode()),
-        )
+        await insert(event_id, event_type, body.decode())
         return Response(OK, 200, media_type="application/json")
 
     async def readyz(request: Request) -> Response:
         return Response(b'{"status":"ok"}', 200, media_type="application/json")
 
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if pool is not None:
+            await pool.open()
+        try:
+            yield
+        finally:
+            if pool is not None:
+                await pool.close()
+
     return Starlette(
         routes=[
             Route("/webhooks/stripe", webhook, methods=["POST"]),
             Route("/readyz", readyz, methods=["GET"]),
-        ]
+        ],
+        lifespan=lifespan,
     )
 
 
@@ -104,15 +177,17 @@ def uvicorn_options() -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="bare Starlette + HMAC + one SQLite insert")
+    parser = argparse.ArgumentParser(description="bare Starlette + HMAC + one INSERT")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--db", required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="a SQLite file")
+    where.add_argument("--database-url", help="postgresql://... (a pool of 16 connections)")
     args = parser.parse_args()
     secret = os.environ.get("STRIPE_WEBHOOK_SECRET", "").split(",")[0].strip()
     if not secret:
         parser.error("set STRIPE_WEBHOOK_SECRET")
-    app = create_app(args.db, secret)
+    app = create_app(secret, db_path=args.db, database_url=args.database_url)
     uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options())
 
 

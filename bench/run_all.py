@@ -69,6 +69,7 @@ TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 TARGET_CALLS_PER_S = 1000.0
 TARGET_RSS_MB = 150.0
+PG_STATS_FLUSH = 11.0  # seconds: an idle PostgreSQL backend flushes its statistics within 10 s
 MB = 1024 * 1024
 
 
@@ -102,8 +103,7 @@ class Proc:
         self.log = cwd / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
         self.port = 0  # where it listens
-        self.db = cwd / "none.db"  # the reference's SQLite file
-        self.database_url = ""  # billbridge's DATABASE_URL
+        self.database_url = ""  # the server's database (billbridge's DATABASE_URL)
 
     def start(self) -> Proc:
         with self.log.open("ab") as log:
@@ -332,6 +332,7 @@ def signed_requests(port: int, events: Sequence[tuple[str, bytes]]) -> list[byte
 class LoadResult:
     data: dict[str, Any]
     acked_ids: list[str] = field(default_factory=list)
+    commits_per_1000: float | None = None  # PostgreSQL transactions per 1,000 requests
 
     @property
     def rps(self) -> float:
@@ -562,6 +563,7 @@ class Options:
     concurrencies: list[int]
     e2e_events: int
     e2e_connections: int
+    split_workers: list[int]
     worker_concurrencies: list[int]
     cio: str
     track_batching: str
@@ -668,12 +670,30 @@ class Bench:
         port = free_port()
         env = clean_env({"STRIPE_WEBHOOK_SECRET": SECRET})
         args = [PYTHON, str(BENCH / "bare_reference.py"), "--port", str(port)]
-        args += ["--db", str(home / "reference.db")]
+        if self.o.database == "postgres":
+            database_url = self.new_database("reference", home)
+            args += ["--database-url", database_url.replace("+psycopg", "", 1)]
+        else:
+            database_url = f"sqlite:///{home / 'reference.db'}"
+            args += ["--db", str(home / "reference.db")]
         proc = Proc("reference", args, env, home)
         self.procs.start(proc)
         wait_ready(proc, f"http://127.0.0.1:{port}/readyz")
-        proc.port, proc.db = port, home / "reference.db"
+        proc.port, proc.database_url = port, database_url
         return proc
+
+    def commits(self, database_url: str) -> int | None:
+        """PostgreSQL only: transactions committed in the server's database so far
+        (`pg_stat_database.xact_commit`, read from the admin database)."""
+        if self.o.database != "postgres":
+            return None
+        time.sleep(PG_STATS_FLUSH)
+        database = database_url.rsplit("/", 1)[1]
+        with psycopg.connect(self.o.postgres_admin, autocommit=True) as admin:
+            row = admin.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (database,)
+            ).fetchone()
+        return int(row[0]) if row else None
 
     # -- phases --
 
@@ -684,6 +704,7 @@ class Bench:
             events = make_events(
                 INGEST_TYPES, self.o.warmup + self.o.requests, f"{tag}{concurrency}"
             )
+            before = self.commits(proc.database_url)
             with self.cpu_meter({"server": proc.pid}) as cpu:
                 result = run_load(
                     self.workdir,
@@ -698,6 +719,14 @@ class Bench:
             print(f"  {concurrency:3d} connections: {result.line()}", flush=True)
             per_request = cpu.seconds["server"] / len(events) * 1000
             print(f"       server CPU per request: {per_request:.2f} ms", flush=True)
+            after = self.commits(proc.database_url)
+            if before is not None and after is not None:
+                result.commits_per_1000 = (after - before) / len(events) * 1000
+                print(
+                    f"       PostgreSQL transactions per 1,000 webhooks: "
+                    f"{result.commits_per_1000:.0f} (pg_stat_database.xact_commit)",
+                    flush=True,
+                )
             self.note_cpu(cpu)
         return results, acked
 
@@ -718,30 +747,31 @@ class Bench:
         proc = self.start_reference()
         results, acked = self.ingest_phases(proc, "r")
         proc.stop()
-        reference_db = f"sqlite:///{proc.db}"
-        print("  " + check_stored(acked, reference_db, "ref_events", via_store=False), flush=True)
+        stored = check_stored(acked, proc.database_url, "ref_events", via_store=False)
+        print("  " + stored, flush=True)
         return results
 
     def end_to_end(
-        self, cio: CioReceiver, worker_concurrency: int, *, split: bool = False
+        self, cio: CioReceiver, worker_concurrency: int, *, workers: int = 0
     ) -> tuple[float, float, float]:
-        """Returns (calls/s, RSS after MB, peak RSS MB). With `split`, the documented
-        scale-out shape: `serve --no-worker` takes the webhooks and a `billbridge worker`
-        process delivers (two processes, one per core)."""
+        """Returns (calls/s, RSS after MB, peak RSS MB). With `workers`, the documented
+        scale-out shape: `serve --no-worker` takes the webhooks and that many
+        `billbridge worker` processes deliver."""
+        split = workers > 0
         cio.reset()
-        name = f"bb-e2e-{worker_concurrency}" + ("-split" if split else "")
+        name = f"bb-e2e-{worker_concurrency}" + (f"-split{workers}" if split else "")
         cio_env = self.cio_env(cio, worker_concurrency)
         proc = self.start_billbridge(name, cio_env, ["--no-worker"] if split else [])
         db = proc.database_url
-        worker: Proc | None = None
-        if split:
-            worker = self.start_worker(f"{name}-worker", proc, cio_env)
+        worker_procs = [
+            self.start_worker(f"{name}-worker{n}", proc, cio_env) for n in range(workers)
+        ]
         rss_start = rss_bytes(proc.pid) / MB
-        events = make_events(E2E_TYPES, self.o.e2e_events, f"e{worker_concurrency}{split}")
+        events = make_events(E2E_TYPES, self.o.e2e_events, f"e{worker_concurrency}w{workers}")
         deadline_s = self.o.phase_timeout + self.o.e2e_events / 100
         pids = {"serve": proc.pid, f"Customer.io {cio.kind}": cio.proc.pid}
-        if worker is not None:
-            pids["worker"] = worker.pid
+        for n, worker in enumerate(worker_procs):
+            pids[f"worker{n}"] = worker.pid
         with RssSampler(proc.pid) as sampler, self.cpu_meter(pids) as cpu:
             loader, collect = start_loadgen(
                 self.workdir,
@@ -785,7 +815,11 @@ class Bench:
         calls_per_s = calls / span if done else 0.0
         sent_per_s = sent / span if done else 0.0
         posted = load.data
-        shape = "serve --no-worker + billbridge worker" if split else "serve (in-process worker)"
+        shape = (
+            f"serve --no-worker + {workers} billbridge worker(s)"
+            if split
+            else "serve (in-process worker)"
+        )
         print(
             f"  {shape}, worker concurrency {worker_concurrency}: posted "
             f"{posted['requests']} events over {self.o.e2e_connections} connections "
@@ -818,7 +852,7 @@ class Bench:
             f"({sampler.samples} samples every 100 ms), {rss_after:.1f} MB after the run",
             flush=True,
         )
-        if worker is not None:
+        for worker in worker_procs:
             print(f"    worker RSS after the run: {rss_bytes(worker.pid) / MB:.1f} MB", flush=True)
             worker.stop()
         proc.stop()
@@ -920,7 +954,8 @@ class Bench:
             print(flush=True)
         if "reference" not in self.o.skip:
             print(
-                "== 2. Reference: bare Starlette + stdlib HMAC + one SQLite insert ==", flush=True
+                f"== 2. Reference: bare Starlette + stdlib HMAC + one {self.o.database} insert ==",
+                flush=True,
             )
             ref = self.reference_ingest()
             for concurrency, result in ref.items():
@@ -959,18 +994,18 @@ class Bench:
                 f"billbridge serve -> {self.o.cio} Customer.io ==",
                 flush=True,
             )
-            shapes = [(c, False) for c in self.o.worker_concurrencies]
-            shapes.append((max(self.o.worker_concurrencies), True))
-            for worker_concurrency, split in shapes:
+            shapes = [(c, 0) for c in self.o.worker_concurrencies]
+            shapes += [(max(self.o.worker_concurrencies), n) for n in self.o.split_workers]
+            for worker_concurrency, workers in shapes:
                 cio = CioReceiver(self.o.cio, self.procs, self.workdir)  # a fresh one each time
                 try:
-                    calls, after, peak = self.end_to_end(cio, worker_concurrency, split=split)
+                    calls, after, peak = self.end_to_end(cio, worker_concurrency, workers=workers)
                 finally:
                     cio.proc.stop()
-                if not split:
+                if not workers:
                     memory.append((worker_concurrency, after, peak))
                 ok = calls >= TARGET_CALLS_PER_S
-                label = "serve --no-worker + worker" if split else "serve"
+                label = f"serve --no-worker + {workers} worker(s)" if workers else "serve"
                 self.summary.append(
                     (
                         f"e2e deliveries/s, {label}, worker concurrency {worker_concurrency}",
@@ -1035,6 +1070,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--e2e-connections", type=int, default=16)
     parser.add_argument("--worker-concurrency", default="64,512", help="a list")
     parser.add_argument(
+        "--split-workers",
+        default="1,2",
+        help="end to end: `serve --no-worker` plus this many `billbridge worker`s, a list",
+    )
+    parser.add_argument(
         "--cio",
         choices=("fake", "sink"),
         default="fake",
@@ -1080,6 +1120,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         e2e_events=args.e2e_events,
         e2e_connections=args.e2e_connections,
         worker_concurrencies=[int(x) for x in args.worker_concurrency.split(",") if x],
+        split_workers=[int(x) for x in args.split_workers.split(",") if x],
         cio=args.cio,
         track_batching=args.track_batching,
         database=args.database,

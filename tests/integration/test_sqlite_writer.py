@@ -55,6 +55,7 @@ def _poll(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 def test_a_failing_job_is_undone_alone_and_the_rest_of_its_batch_commits(
     sqlite_store: SqliteStore,
 ) -> None:
+    """A job that raises inside a batch leaves nothing; the writes around it all commit."""
     store = sqlite_store
     gate, running = threading.Event(), threading.Event()
 
@@ -286,7 +287,7 @@ def test_a_batch_of_ingests_stores_what_one_by_one_ingests_store(
 def test_finish_many_together_records_what_one_by_one_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Completions of distinct deliveries are recorded together (`_finish_together` once);
+    """Completions of distinct deliveries are recorded together (`finish_together` once);
     a call naming a delivery twice records them one at a time, in order. Both leave the
     same rows: final statuses, retries, sent_ok, force cleared, fenced-out claims untouched,
     every attempt appended."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -17,7 +17,7 @@ from alembic.migration import MigrationContext
 from billbridge.errors import ConfigurationError, StoreUnavailableError
 from billbridge.store import PostgresStore, SqliteStore, open_store
 from billbridge.store.base import Store
-from billbridge.store.outbox import STICKY_COLUMNS
+from billbridge.store.outbox import STICKY_COLUMNS, Db
 from billbridge.store.records import (
     AttemptRecord,
     ClaimedDelivery,
@@ -286,6 +286,34 @@ def test_every_named_statement_runs(store: Store) -> None:
     assert [w.worker_id for w in store.list_workers(60.0)] == ["w-2"]
     assert store.claim_due("w-2", 10, 60.0)[0].delivery_id == second.delivery_id
     assert statements.used == statements.names()
+
+
+def test_claims_and_finishes_take_the_same_statements_whatever_the_batch_size(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claiming and recording 1 delivery or 60 runs the same statements, as many of each:
+    a batch costs the database a fixed few round trips."""
+    for n in range(31):
+        store.ingest(event(n), actions(2))
+    ran: list[str] = []
+    execute = Db._execute
+
+    def counted(db: Db, name: str, parameters: Sequence[object], rows: int = 1) -> object:
+        ran.append(name)
+        return execute(db, name, parameters, rows)
+
+    monkeypatch.setattr(Db, "_execute", counted)
+    statements: list[list[str]] = []
+    for size in (1, 60):
+        ran.clear()
+        claims = store.claim_due("w", size, 60.0)
+        assert len(claims) == size
+        store.finish_many(
+            [Completion(c.delivery_id, c.claim_id, "succeeded", attempt()) for c in claims]
+        )
+        statements.append(list(ran))
+    assert statements[0] == statements[1]
+    assert len(statements[0]) == 7  # clock, due ids, claim, read; owned, attempts, update
 
 
 def test_concurrent_claimers_never_share_a_delivery(store_url: str, store: Store) -> None:

@@ -3,8 +3,9 @@
 Ingest of many events (with their deliveries, customers and billing rows), claims,
 finishes, lease extension, the customer and billing upserts and worker heartbeats: each is
 a fixed few statements per call whatever the batch size, rows passed as one JSON text
-parameter (see `store/statements`). A driver hands these functions a `Db`: its dialect's
-statements on the DB-API connection of the transaction it runs (and commits) itself.
+parameter (or, where the dialect binds them faster, one VALUES list: see
+`store/statements`). A driver hands these functions a `Db`: its dialect's statements on
+the DB-API connection of the transaction it runs (and commits) itself.
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ from billbridge.store.tables_billing import BILLING_TABLES, JSON_COLUMNS
 STICKY_COLUMNS = frozenset({"deleted", "payment_failed"})
 # Appended to the error of an attempt recorded after its claim passed to another worker.
 FENCED_OUT = "refused: the claim had passed to another worker (outcome not applied)"
-
-
+# Events stored by one insert_events statement (SQLite binds 11 parameters each, under its
+# 32,766 limit; event_ids reads what that ONE statement inserted). The writer's batches
+# are at most 512 jobs anyway.
+INGESTS_PER_STATEMENT = 512
+MAX_PARAMETERS = 32_000  # bound parameters of one statement (SQLite's limit is 32,766)
 # Errors that mean "the database cannot take this right now", as opposed to a bug.
 UNAVAILABLE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
@@ -74,22 +78,76 @@ class Db:
     """Named statements on one DB-API connection, inside the caller's transaction.
 
     A driver error becomes SQLAlchemy's exception of the same kind (IntegrityError,
-    OperationalError, ...) naming the statement, never its parameters (payloads)."""
+    OperationalError, ...) naming the statement, never its parameters (payloads). With
+    `pipelined` (psycopg), the statements of a `batch()` go out without waiting for each
+    other's answers: `send` never waits, `run` and `value` wait for what was sent so far,
+    so a batch costs a round trip per result the algorithm reads, not per statement."""
 
-    def __init__(self, statements: Statements, connection: Any, errors: type[Exception]) -> None:
+    def __init__(
+        self,
+        statements: Statements,
+        connection: Any,
+        errors: type[Exception],
+        *,
+        pipelined: bool = False,
+    ) -> None:
         self._statements = statements
         self._connection = connection
         self._errors = errors
+        self.pipelined = pipelined
+        self._pipeline: Any = None
 
-    def _execute(self, name: str, parameters: Sequence[Any]) -> Any:
+    def _error(self, name: str, exc: Exception) -> sa.exc.StatementError:
+        return sa.exc.DBAPIError.instance(name, None, exc, self._errors, ismulti=False)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Send what runs inside together (where the driver can); an error of a statement
+        sent along surfaces at the latest here."""
+        if not self.pipelined or self._pipeline is not None:
+            yield
+            return
         try:
-            return self._connection.execute(self._statements.sql(name), parameters)
+            with self._connection.pipeline() as pipeline:
+                self._pipeline = pipeline
+                yield
         except self._errors as exc:
-            raise sa.exc.DBAPIError.instance(name, None, exc, self._errors, ismulti=False) from exc
+            raise self._error("batch", exc) from exc
+        finally:
+            self._pipeline = None
+
+    def _execute(self, name: str, parameters: Sequence[Any], rows: int = 1) -> Any:
+        try:
+            return self._connection.execute(self._statements.sql(name, rows), parameters)
+        except self._errors as exc:
+            raise self._error(name, exc) from exc
+
+    def send(self, name: str, *parameters: Any) -> None:
+        """Execute; nothing is read back (in a pipelined batch, nothing is waited for)."""
+        self._execute(name, parameters)
+
+    def send_rows(self, name: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Execute `name` over `rows` in ONE statement: as one JSON parameter, or where the
+        dialect's statement is a `MultiRow`, as a VALUES list."""
+        multirow = self._statements.multirow(name)
+        if multirow is None:
+            self.send(name, _dumps(rows))
+            return
+        per_statement = MAX_PARAMETERS // len(multirow.columns)
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            parameters = [row[column] for row in chunk for column in multirow.columns]
+            self._execute(name, parameters, len(chunk))
 
     def run(self, name: str, *parameters: Any) -> int:
         """Execute; the number of rows it changed."""
-        return int(self._execute(name, parameters).rowcount)
+        cursor = self._execute(name, parameters)
+        if self._pipeline is not None:
+            try:
+                self._pipeline.sync()
+            except self._errors as exc:
+                raise self._error(name, exc) from exc
+        return int(cursor.rowcount)
 
     def value(self, name: str, *parameters: Any) -> Any:
         """The first column of the one row the statement returns."""
@@ -97,7 +155,7 @@ class Db:
         try:
             row = cursor.fetchone()
         except self._errors as exc:
-            raise sa.exc.DBAPIError.instance(name, None, exc, self._errors, ismulti=False) from exc
+            raise self._error(name, exc) from exc
         return None if row is None else row[0]
 
     def rows(self, name: str, *parameters: Any) -> list[Any]:
@@ -123,34 +181,40 @@ def ingest_many(db: Db, ingests: Sequence[Ingest]) -> list[IngestResult]:
     """Store several ingests in a few statements: their events, then the deliveries of the
     new ones, their customers and their billing rows. Same rows as ingesting them one at a
     time in order: an event id seen twice is stored once, by its first ingest."""
+    if len(ingests) > INGESTS_PER_STATEMENT:
+        head, tail = ingests[:INGESTS_PER_STATEMENT], ingests[INGESTS_PER_STATEMENT:]
+        return ingest_many(db, head) + ingest_many(db, tail)
     first: dict[str, Ingest] = {}
     for ingest in ingests:
         first.setdefault(ingest.event.stripe_event_id, ingest)
     news = list(first.values())
-    marker = db.value("ingest_marker")
-    db.run("insert_events", _dumps([_event_row(ingest.event) for ingest in news]))
-    found = {
-        sid: (int(row_id), bool(new))
-        for sid, row_id, new in db.rows("event_ids", marker, _dumps(list(first)))
-    }
-    inserted = [ingest for ingest in news if found[ingest.event.stripe_event_id][1]]
-    deliveries = [
-        {
-            "stripe_event_id": ingest.event.stripe_event_id,
-            "workflow_id": nd.workflow_id,
-            "action_index": nd.action_index,
-            "action_type": nd.action_type,
-            "status": nd.status,
-            "reason": nd.reason,
-            "retry_window": ingest.retry_window,
+    with db.batch():
+        db.send_rows("insert_events", [_event_row(ingest.event) for ingest in news])
+        # [stripe_event_id, id, inserted by this transaction] for each event id.
+        found = {
+            sid: (int(row_id), bool(new))
+            for sid, row_id, new in db.rows("event_ids", _dumps(list(first)))
         }
-        for ingest in inserted
-        for nd in ingest.deliveries
-    ]
-    if deliveries:
-        db.run("insert_deliveries", _dumps(deliveries))
-    upsert_customers(db, [i.customer for i in inserted if i.customer is not None])
-    apply_billing(db, [row for ingest in inserted for row in ingest.billing])
+        inserted = [ingest for ingest in news if found[ingest.event.stripe_event_id][1]]
+        deliveries = [
+            {
+                "stripe_event_id": ingest.event.stripe_event_id,
+                "workflow_id": nd.workflow_id,
+                "action_index": nd.action_index,
+                "action_type": nd.action_type,
+                "status": nd.status,
+                "reason": nd.reason,
+                "retry_window": ingest.retry_window,
+            }
+            for ingest in inserted
+            for nd in ingest.deliveries
+        ]
+        if deliveries:
+            db.send_rows("insert_deliveries", deliveries)
+        upsert_customers(
+            db, [i.customer for i in inserted if i.customer is not None], counted=False
+        )
+        apply_billing(db, [row for ingest in inserted for row in ingest.billing], counted=False)
     stored = set(map(id, inserted))
     return [
         IngestResult(
@@ -200,12 +264,18 @@ def _runs(items: Sequence[Any], key: Callable[[Any], Any]) -> Iterable[list[Any]
         yield run
 
 
-def upsert_customers(db: Db, records: Sequence[CustomerRecord]) -> int:
+def upsert_customers(db: Db, records: Sequence[CustomerRecord], *, counted: bool = True) -> int:
     """Upsert customer snapshots in order, unless the stored watermark is newer; returns
-    how many were written."""
+    how many were written (not `counted`: 0, and nothing is waited for)."""
     written = 0
     for run in _runs(records, lambda record: record.stripe_customer_id):
-        written += db.run("upsert_customers", _dumps([customer_values(c) for c in run]))
+        # Distinct ids, so sorted: concurrent transactions lock rows in one order.
+        run.sort(key=lambda record: record.stripe_customer_id)
+        rows = _dumps([customer_values(c) for c in run])
+        if counted:
+            written += db.run("upsert_customers", rows)
+        else:
+            db.send("upsert_customers", rows)
     return written
 
 
@@ -226,11 +296,11 @@ def customer_values(customer: CustomerRecord) -> dict[str, Any]:
 # The billing projection -------------------------------------------------------------------
 
 
-def apply_billing(db: Db, rows: Sequence[BillingRow]) -> bool:
+def apply_billing(db: Db, rows: Sequence[BillingRow], *, counted: bool = True) -> bool:
     """Upsert each row unless the stored one has an order_key at least as great; sticky
     flags and a missing customer id are filled in anyway. Tables are independent, so rows
     go table by table, in order within each, runs of distinct ids in one statement.
-    Returns whether anything changed."""
+    Returns whether anything changed (not `counted`: False, and nothing is waited for)."""
     by_kind: dict[str, list[BillingRow]] = {}
     for row in rows:
         by_kind.setdefault(row.kind, []).append(row)
@@ -244,29 +314,43 @@ def apply_billing(db: Db, rows: Sequence[BillingRow]) -> bool:
                 _upsert_name(table, values) != _upsert_name(table, group[0][1])
                 or any(row.stripe_id == other.stripe_id for other, _ in group)
             ):
-                changed = _upsert_group(db, table, group) or changed
+                changed = _upsert_group(db, table, group, counted=counted) or changed
                 group = []
             group.append((row, values))
         if group:
-            changed = _upsert_group(db, table, group) or changed
+            changed = _upsert_group(db, table, group, counted=counted) or changed
     return changed
 
 
-def _upsert_group(db: Db, table: sa.Table, group: list[tuple[BillingRow, dict[str, Any]]]) -> bool:
+def _upsert_group(
+    db: Db, table: sa.Table, group: list[tuple[BillingRow, dict[str, Any]]], *, counted: bool
+) -> bool:
     """One guarded upsert for rows of one shape and distinct ids, then what it cannot do:
-    the customer of rows stored without one (unless every row was written: a written row
-    has its customer) and the sticky flags."""
+    the customer of rows stored without one (when counted, only unless every row was
+    written: a written row has its customer) and the sticky flags."""
     name = table.name
-    written = db.run(_upsert_name(table, group[0][1]), _dumps([values for _, values in group]))
-    changed = written > 0
+    group = sorted(group, key=lambda item: item[0].stripe_id)  # one lock order (distinct ids)
+    upsert = _upsert_name(table, group[0][1])
+    values = _dumps([values for _, values in group])
     links = [
         {"id": row.stripe_id, "customer_id": row.customer_id}
         for row, _ in group
         if row.customer_id is not None
     ]
+    flags = sorted({flag for row, _ in group for flag in row.sticky})
+    if not counted and db.pipelined:  # nothing waited for: the links are sent regardless
+        db.send(upsert, values)
+        if links:
+            db.send(f"billing_link_{name}", _dumps(links))
+        for flag in flags:
+            ids = [row.stripe_id for row, _ in group if flag in row.sticky]
+            db.send(f"billing_sticky_{name}_{flag}", _dumps(ids))
+        return False
+    written = db.run(upsert, values)
+    changed = written > 0
     if links and written < len(group):
         changed = db.run(f"billing_link_{name}", _dumps(links)) > 0 or changed
-    for flag in sorted({flag for row, _ in group for flag in row.sticky}):
+    for flag in flags:
         ids = [row.stripe_id for row, _ in group if flag in row.sticky]
         changed = db.run(f"billing_sticky_{name}_{flag}", _dumps(ids)) > 0 or changed
     return changed
@@ -311,15 +395,16 @@ def billing_values(row: BillingRow, table: sa.Table) -> dict[str, Any]:
 def claim(db: Db, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedDelivery]:
     """Claim up to `limit` due deliveries, oldest due first: four statements whatever the
     number (the clock, the due ids, the claim, the claimed rows with their events)."""
-    now = float(db.value("now"))
-    ids_json = db.value("claim_due_ids", now, limit)
-    ids: list[int] = orjson.loads(ids_json)
-    if not ids:
-        return []
-    token = uuid.uuid4().hex + "-"  # fresh per claim; the row id makes each claim_id unique
-    lease_until = now + lease_seconds
-    db.run("claim_mark", token, lease_until, lease_until, now, worker_id, ids_json)
-    claimed = {row[0]: row for row in db.rows("claimed", ids_json)}
+    with db.batch():
+        now = float(db.value("now"))
+        ids_json = db.value("claim_due_ids", now, limit)
+        ids: list[int] = orjson.loads(ids_json)
+        if not ids:
+            return []
+        token = uuid.uuid4().hex + "-"  # fresh per claim; the row id makes each claim_id unique
+        lease_until = now + lease_seconds
+        db.send("claim_mark", token, lease_until, lease_until, now, worker_id, ids_json)
+        claimed = {row[0]: row for row in db.rows("claimed", ids_json)}
     return [_claimed_delivery(claimed[delivery_id]) for delivery_id in ids]
 
 
@@ -375,29 +460,30 @@ def finish_together(db: Db, finishes: Sequence[Finish]) -> list[bool]:
     """`finish` for distinct deliveries: three statements whatever their number. The
     attempt of a completion whose claim no longer owns its delivery is still appended,
     its error saying the outcome was refused (`FENCED_OUT`)."""
-    claims = [{"id": f.delivery_id, "claim_id": f.claim_id} for f in finishes]
-    owned_ids = set(db.rows("owned_claims", _dumps(claims)))
-    attempts = [
-        _attempt_row(f, fenced=f.delivery_id not in owned_ids) for f in finishes if f.attempt
-    ]
-    if attempts:
-        db.run("insert_attempts", _dumps(attempts))
-    owned = [
-        {
-            "id": f.delivery_id,
-            "claim_id": f.claim_id,
-            "status": "retrying" if f.status is None else f.status,
-            "retry_in": max(f.retry_in or 0.0, 0.0) if f.status is None else None,
-            "error": f.error,
-            "final": f.status is not None,
-            "sent_ok": bool(f.sent_ok),
-            "counted": int(f.counted),
-        }
-        for f in finishes
-        if f.delivery_id in owned_ids
-    ]
-    if owned:
-        db.run("finish_owned", _dumps(owned))
+    with db.batch():
+        claims = [{"id": f.delivery_id, "claim_id": f.claim_id} for f in finishes]
+        owned_ids = set(db.rows("owned_claims", _dumps(claims)))
+        attempts = [
+            _attempt_row(f, fenced=f.delivery_id not in owned_ids) for f in finishes if f.attempt
+        ]
+        if attempts:
+            db.send_rows("insert_attempts", attempts)
+        owned = [
+            {
+                "id": f.delivery_id,
+                "claim_id": f.claim_id,
+                "status": "retrying" if f.status is None else f.status,
+                "retry_in": max(f.retry_in or 0.0, 0.0) if f.status is None else None,
+                "error": f.error,
+                "final": f.status is not None,
+                "sent_ok": bool(f.sent_ok),
+                "counted": int(f.counted),
+            }
+            for f in finishes
+            if f.delivery_id in owned_ids
+        ]
+        if owned:
+            db.send_rows("finish_owned", owned)
     return [f.delivery_id in owned_ids for f in finishes]
 
 

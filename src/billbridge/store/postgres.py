@@ -32,6 +32,9 @@ CHANNEL = "billbridge_work"
 # Serialises concurrent `migrate` calls from several processes (an arbitrary constant).
 MIGRATION_LOCK_KEY = 0x62696C6C62726467
 CONNECT_TIMEOUT = 5  # seconds: an unreachable database must fail fast (ingest answers 503)
+# Writer threads, each committing a batch at a time on its own connection: a commit is a
+# round trip to the server (and an fsync there), so several batches are in flight at once.
+WRITER_THREADS = 2
 LISTEN_POLL = 0.25  # seconds: how often the listener thread checks for close()
 
 
@@ -85,7 +88,9 @@ class PostgresStore(SqlStore):
         # A savepoint would give the rows a job writes a subtransaction's xmin, which the
         # ingest statements read to tell new events from stored ones: a failed batch is
         # re-run with a transaction per job instead.
-        writer = Writer(engine, name="billbridge-pg-writer", isolate="transaction")
+        writer = Writer(
+            engine, name="billbridge-pg-writer", isolate="transaction", threads=WRITER_THREADS
+        )
         super().__init__(engine, writer, load("postgres"), psycopg.Error)
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._connect_timeout = int(url.query.get("connect_timeout", CONNECT_TIMEOUT))  # type: ignore[arg-type]
@@ -104,7 +109,10 @@ class PostgresStore(SqlStore):
 
     def _on_work_created(self, conn: Connection) -> None:
         # Delivered at commit, and only then: a listener never wakes for a rolled-back write.
-        conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        # On the DB-API connection: inside an ingest's pipelined batch it is sent along.
+        driver = conn.connection.driver_connection
+        assert driver is not None  # noqa: S101 - a live connection
+        driver.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -132,7 +140,12 @@ class PostgresStore(SqlStore):
         """Wake local waiters now and other processes through NOTIFY (best effort: a
         worker that misses it still polls)."""
         self._wake.notify()
-        with contextlib.suppress(StoreUnavailableError), self._engine.begin() as conn:
+        # A transaction of its own, outside the writer: a wake-up, nothing to batch.
+        with (
+            contextlib.suppress(StoreUnavailableError),
+            unavailable_on_errors(),
+            self._engine.begin() as conn,
+        ):
             self._on_work_created(conn)
 
     def _ensure_listener(self) -> None:

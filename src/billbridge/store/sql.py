@@ -144,9 +144,11 @@ class _IngestJob(Gathered):
     def run_together(cls, conn: Connection, jobs: Sequence[_IngestJob]) -> list[IngestResult]:
         store = jobs[0].store
         ingests = [job.ingest for job in jobs]
-        results = outbox.ingest_many(store._db(conn), ingests)
-        if outbox.makes_work(ingests, results):
-            store._on_work_created(conn)
+        db = store._db(conn)
+        with db.batch():  # the wake-up goes out with the batch (PostgreSQL)
+            results = outbox.ingest_many(db, ingests)
+            if outbox.makes_work(ingests, results):
+                store._on_work_created(conn)
         return results
 
 
@@ -164,6 +166,7 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin):
         self._writer = writer
         self._statements = statements
         self._driver_errors = driver_errors
+        self._pipelined = statements.dialect == "postgres"  # psycopg's pipeline mode
         self._wake = WakeUp()
 
     # Driver hooks -------------------------------------------------------------------------
@@ -178,7 +181,12 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin):
 
     def _db(self, conn: Connection) -> Db:
         """The named statements on `conn`'s DB-API connection (same transaction)."""
-        return Db(self._statements, conn.connection.driver_connection, self._driver_errors)
+        return Db(
+            self._statements,
+            conn.connection.driver_connection,
+            self._driver_errors,
+            pipelined=self._pipelined,
+        )
 
     @abstractmethod
     def _insert(self, table: sa.Table) -> Insert:

@@ -134,7 +134,9 @@ class Writer:
     `isolate` says how a failed batch is re-run job by job: "savepoint" (one transaction,
     one commit) or "transaction" (a transaction per job, where a savepoint would hide what
     the job wrote from `xmin`, as on PostgreSQL). `lock` is a file descriptor flocked
-    around each batch (SQLite), or None.
+    around each batch (SQLite), or None. `threads` writers take batches from the one
+    queue (PostgreSQL: while one batch waits for its commit, the next is being written;
+    SQLite has one writer).
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class Writer:
         name: str,
         isolate: Literal["savepoint", "transaction"] = "savepoint",
         lock: int | None = None,
+        threads: int = 1,
     ) -> None:
         self._engine = engine
         self._isolate = isolate
@@ -151,8 +154,13 @@ class Writer:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._submit_lock = threading.Lock()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._running = threads  # writer threads not yet stopped (the last fails leftovers)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name}-{n}", daemon=True)
+            for n in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def write(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` in a write transaction; returns once that transaction committed."""
@@ -183,8 +191,10 @@ class Writer:
             if self._closed:
                 return
             self._closed = True
-            self._jobs.put(None)  # after every job already queued
-        self._thread.join()
+            for _ in self._threads:
+                self._jobs.put(None)  # after every job already queued: one per thread
+        for thread in self._threads:
+            thread.join()
         if self._lock is not None:
             os.close(self._lock)
 
@@ -212,7 +222,11 @@ class Writer:
         finally:
             if conn is not None:
                 conn.close()
-            self._fail_leftovers()
+            with self._submit_lock:
+                self._running -= 1
+                last = self._running == 0
+            if last:
+                self._fail_leftovers()
 
     def _commit_batch(self, conn: Connection | None, batch: list[Job]) -> Connection | None:
         """Run `batch` in one transaction; returns the connection to reuse (None if broken).

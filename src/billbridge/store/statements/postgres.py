@@ -101,8 +101,6 @@ _FINISH = (
 STATEMENTS: dict[str, str] = {
     "now": f"SELECT {NOW}",
     # Ingest ------------------------------------------------------------------------------
-    # This transaction's id: the rows it inserts carry it (xmin) and no others do.
-    "ingest_marker": "SELECT pg_current_xact_id()::text::bigint",
     # Sorted by event id: concurrent batches of several processes lock keys in one order.
     "insert_events": (
         f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}, received_at)"
@@ -110,10 +108,12 @@ STATEMENTS: dict[str, str] = {
         f" FROM json_to_recordset(%s::json) AS r({_record(events, _EVENT_COLUMNS)})"
         " ORDER BY r.stripe_event_id ON CONFLICT (stripe_event_id) DO NOTHING"
     ),
+    # Inserted by this transaction: the row's xmin is its id (no savepoints here).
     "event_ids": (
         "SELECT "
         + _agg(
-            "json_build_array(stripe_event_id, id, xmin::text::bigint = %s::bigint %% 4294967296)"
+            "json_build_array(stripe_event_id, id,"
+            " xmin::text::bigint = pg_current_xact_id()::text::bigint %% 4294967296)"
         )
         + f" FROM events WHERE stripe_event_id IN {_ids('text')}"
     ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from billbridge.store.statements import MultiRow
 from billbridge.store.tables_billing import BILLING_TABLES
 
 # The SQLite clock as Unix seconds (millisecond resolution).
@@ -85,6 +86,15 @@ _EVENT_COLUMNS = (
     "payload",
     "source",
 )
+_DELIVERY_COLUMNS = (
+    "stripe_event_id",
+    "workflow_id",
+    "action_index",
+    "action_type",
+    "status",
+    "reason",
+    "retry_window",
+)
 _CUSTOMER_COLUMNS = (
     "stripe_customer_id",
     "email",
@@ -111,33 +121,35 @@ def _ids(parameter: str = "?") -> str:
     return f"(SELECT value FROM json_each({parameter}))"
 
 
-STATEMENTS: dict[str, str] = {
+STATEMENTS: dict[str, str | MultiRow] = {
     "now": f"SELECT {NOW}",
     # Ingest ------------------------------------------------------------------------------
-    # Rows added from here on have ids above this (one writer: nobody else inserts).
-    "ingest_marker": "SELECT COALESCE(MAX(id), 0) FROM events",
-    "insert_events": (
+    # VALUES lists, not JSON: here each JSON field read re-parses its element, payload and
+    # all (~10x slower for webhook-sized events).
+    "insert_events": MultiRow(
         f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}, received_at)"
-        f" SELECT {', '.join(_field(c) for c in _EVENT_COLUMNS)}, {NOW}"
-        " FROM json_each(?) WHERE true ORDER BY key"
-        " ON CONFLICT (stripe_event_id) DO NOTHING"
+        " VALUES {rows} ON CONFLICT (stripe_event_id) DO NOTHING",
+        f"({', '.join('?' * len(_EVENT_COLUMNS))}, {NOW})",
+        _EVENT_COLUMNS,
     ),
+    # Run right after insert_events: the rows it added are the last changes() ids up to
+    # last_insert_rowid() (one writer: ids are consecutive, above every stored one).
     "event_ids": (
-        "SELECT json_group_array(json_array(stripe_event_id, id, id > ?)) FROM events"
+        "SELECT json_group_array(json_array(stripe_event_id, id,"
+        " changes() > 0 AND id > last_insert_rowid() - changes())) FROM events"
         f" WHERE stripe_event_id IN {_ids()}"
     ),
-    "insert_deliveries": (
+    "insert_deliveries": MultiRow(
         "INSERT INTO deliveries (event_id, stripe_event_id, workflow_id, action_index,"
         " action_type, status, attempt_count, next_attempt_at, lease_until, claim_id,"
         " deadline_at, last_error, force, sent_ok, created_at, updated_at)"
-        " SELECT e.id, e.stripe_event_id, "
-        + ", ".join(_field(c, "d.value") for c in ("workflow_id", "action_index", "action_type"))
-        + f", {_field('status', 'd.value')}, 0,"
-        f" CASE WHEN {_field('status', 'd.value')} IN {DUE} THEN e.received_at END, NULL, NULL,"
-        f" e.received_at + {_field('retry_window', 'd.value')}, {_field('reason', 'd.value')},"
-        " 0, 0, e.received_at, e.received_at"
-        " FROM json_each(?) AS d JOIN events AS e"
-        f" ON e.stripe_event_id = {_field('stripe_event_id', 'd.value')} ORDER BY d.key"
+        " SELECT e.id, e.stripe_event_id, v.column2, v.column3, v.column4, v.column5, 0,"
+        f" CASE WHEN v.column5 IN {DUE} THEN e.received_at END, NULL, NULL,"
+        " e.received_at + v.column7, v.column6, 0, 0, e.received_at, e.received_at"
+        " FROM (VALUES {rows}) AS v CROSS JOIN events AS e"
+        " ON e.stripe_event_id = v.column1 WHERE true",
+        "(?, ?, ?, ?, ?, ?, ?)",
+        _DELIVERY_COLUMNS,
     ),
     "upsert_customers": (
         f"INSERT INTO customers ({', '.join(_CUSTOMER_COLUMNS)}, updated_at)"
@@ -167,9 +179,10 @@ STATEMENTS: dict[str, str] = {
         f" FROM deliveries AS d JOIN events AS e ON e.id = d.event_id WHERE d.id IN {_ids()}"
     ),
     # Finishes ----------------------------------------------------------------------------
-    "insert_attempts": (
-        f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)})"
-        f" SELECT {', '.join(_field(c) for c in _ATTEMPT_COLUMNS)} FROM json_each(?) ORDER BY key"
+    "insert_attempts": MultiRow(
+        f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES {{rows}}",
+        f"({', '.join('?' * len(_ATTEMPT_COLUMNS))})",
+        _ATTEMPT_COLUMNS,
     ),
     # CROSS JOIN keeps json_each the outer loop: each completion looks its delivery up by id.
     "owned_claims": (
@@ -177,29 +190,18 @@ STATEMENTS: dict[str, str] = {
         f" ON d.id = {_field('id', 'j.value')} AND d.claim_id = {_field('claim_id', 'j.value')}"
         f" WHERE d.status IN {DUE}"
     ),
-    "finish_owned": (
-        "UPDATE deliveries SET status = v.status,"
-        f" next_attempt_at = CASE WHEN v.retry_in IS NULL THEN NULL ELSE {NOW} + v.retry_in END,"
-        " lease_until = NULL, claim_id = NULL, worker_id = NULL, last_error = v.error,"
-        " force = CASE WHEN v.final THEN 0 ELSE deliveries.force END,"
-        " sent_ok = CASE WHEN v.sent_ok THEN 1 ELSE deliveries.sent_ok END,"
-        " attempt_count = deliveries.attempt_count + v.counted,"
-        f" updated_at = {NOW} FROM (SELECT "
-        + ", ".join(
-            f"{_field(c)} AS {c}"
-            for c in (
-                "id",
-                "claim_id",
-                "status",
-                "retry_in",
-                "error",
-                "final",
-                "sent_ok",
-                "counted",
-            )
-        )
-        + " FROM json_each(?)) AS v WHERE deliveries.id = v.id"
-        f" AND deliveries.claim_id = v.claim_id AND deliveries.status IN {DUE}"
+    # (id, claim_id, status, retry delay or NULL, error, final, sent_ok, counted) per row.
+    "finish_owned": MultiRow(
+        "UPDATE deliveries SET status = v.column3,"
+        f" next_attempt_at = CASE WHEN v.column4 IS NULL THEN NULL ELSE {NOW} + v.column4 END,"
+        " lease_until = NULL, claim_id = NULL, worker_id = NULL, last_error = v.column5,"
+        " force = CASE WHEN v.column6 THEN 0 ELSE deliveries.force END,"
+        " sent_ok = CASE WHEN v.column7 THEN 1 ELSE deliveries.sent_ok END,"
+        " attempt_count = deliveries.attempt_count + v.column8,"
+        f" updated_at = {NOW} FROM (VALUES {{rows}}) AS v WHERE deliveries.id = v.column1"
+        f" AND deliveries.claim_id = v.column2 AND deliveries.status IN {DUE}",
+        "(?, ?, ?, ?, ?, ?, ?, ?)",
+        ("id", "claim_id", "status", "retry_in", "error", "final", "sent_ok", "counted"),
     ),
     "extend_lease": (
         "UPDATE deliveries SET lease_until = v.until, next_attempt_at = v.until"
