@@ -375,8 +375,9 @@ def billing_values(row: BillingRow, table: sa.Table) -> dict[str, Any]:
         "watermark": row.watermark,
         "order_key": row.order_key,
         **{
+            # JSON text; a None stays NULL where the column allows it ("null" otherwise)
             key: json.dumps(value, separators=(",", ":"))
-            if key in JSON_COLUMNS and value is not None
+            if key in JSON_COLUMNS and (value is not None or not table.c[key].nullable)
             else value
             for key, value in row.values.items()
         },
