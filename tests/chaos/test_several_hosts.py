@@ -132,11 +132,11 @@ def test_fleet_survives_a_killed_worker_and_a_cut_database_link(
         network.relay_into_hub("db", 5432, to=("127.0.0.1", 5432))
         network.relay_into_hub("app", CIO_PORT, to=("127.0.0.1", cio.port))
         cio_url = f"http://{network.hub_address('app')}:{CIO_PORT}"
+        # Both workspaces (live and test) of the fake, reached through the hub.
+        fake_env = {k: cio_url if v == cio.url else v for k, v in cio.settings_env().items()}
         env = {
             **os.environ,
-            **cio.settings_env(),
-            "CUSTOMERIO_TRACK_URL": cio_url,
-            "CUSTOMERIO_APP_URL": cio_url,
+            **fake_env,
             "DATABASE_URL": (
                 f"postgresql+psycopg://postgres@{network.hub_address('db')}:5432/{database}"
             ),

@@ -17,6 +17,7 @@ from billbridge.store import open_store
 from billbridge.stripe.samples import sample_event
 from billbridge.stripe.signature import sign_payload
 from tests.fakes.customerio import FakeCustomerIO
+from tests.support.env import FLEET_SECRET_KEY
 from tests.support.live_server import BILLBRIDGE, ServeProcess, wait_until
 
 SECRET = "whsec_takeover_secret"
@@ -52,6 +53,7 @@ def test_a_killed_workers_claims_are_taken_over_within_15_seconds(
             "STRIPE_WEBHOOK_SECRET": SECRET,
             "BILLBRIDGE_LEASE_SECONDS": "600",
             "CUSTOMERIO_TIMEOUT": "120",  # A's calls stay in flight until the kill
+            "BILLBRIDGE_SECRET_KEY": FLEET_SECRET_KEY,
         }
         server = ServeProcess(env, cwd=tmp_path, args=("--no-worker",)).start()
         cio.delay_next(90.0, count=None)  # A's calls hang until it is killed

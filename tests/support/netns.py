@@ -108,6 +108,15 @@ class Relay:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        # A relay stands where the server's own socket would: it notices a vanished client
+        # as PostgreSQL does with the session settings Billbridge gives it (keepalives
+        # after 5 s, every 2 s, 3 tries; unacknowledged data dropped after 10 s), and then
+        # closes the server side, so the server ends that session.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 5)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 2)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 10_000)
         ns, host, port = self._target
         try:
             upstream = in_namespace(ns, lambda: socket.create_connection((host, port), timeout=5))
@@ -134,8 +143,10 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
     try:
         while data := source.recv(65536):
             sink.sendall(data)
-    except OSError:
-        pass
+    except OSError:  # one side is gone for good (timed out, reset): end both
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
     finally:
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)

@@ -60,6 +60,34 @@ def normalise_postgres_url(database_url: str) -> sa.URL:
 # block the heartbeat that frees its claims, so the fleet could not take them over until
 # it came back. PostgreSQL ends such a session after this long (milliseconds).
 IDLE_TX_MS = 5_000
+# The other side of it: a host whose link to PostgreSQL is cut would otherwise wait on
+# its half-open connections for as long as TCP retransmits (minutes). After this long
+# without an acknowledgement the connection fails, the operation raises, and the process
+# reconnects once the link is back (milliseconds; libpq's tcp_user_timeout).
+TCP_USER_TIMEOUT_MS = 10_000
+# The same for a process waiting on an answer the server will never send (its side of
+# the connection is gone, and the news was lost with the link): libpq's keepalives probe
+# after 5 s of silence, every 2 s, and give up after 3 (the system default waits 2 hours).
+CLIENT_LINK_CHECKS: dict[str, int] = {
+    "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
+# And PostgreSQL's side: a session whose client vanished mid-transaction (a pipelined
+# batch is "active" between its statements, so the idle timeout does not apply) holds its
+# row locks until the server notices. Keepalives every 2 s after 5 s of silence, dead
+# after 3 unanswered (~11 s), and unacknowledged data dropped after 10 s, end it.
+SESSION_OPTIONS = " ".join(
+    f"-c {name}={value}"
+    for name, value in (
+        ("idle_in_transaction_session_timeout", IDLE_TX_MS),
+        ("tcp_keepalives_idle", 5),
+        ("tcp_keepalives_interval", 2),
+        ("tcp_keepalives_count", 3),
+        ("tcp_user_timeout", TCP_USER_TIMEOUT_MS),
+    )
+)
 
 
 class PostgresStore(SqlStore):
@@ -74,8 +102,11 @@ class PostgresStore(SqlStore):
         connect_args: dict[str, Any] = {}
         if "connect_timeout" not in url.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT
+        for name, value in CLIENT_LINK_CHECKS.items():
+            if name not in url.query:
+                connect_args[name] = value
         if "options" not in url.query:
-            connect_args["options"] = f"-c idle_in_transaction_session_timeout={IDLE_TX_MS}"
+            connect_args["options"] = SESSION_OPTIONS
         engine = sa.create_engine(
             url,
             pool_size=pool_size,

@@ -194,7 +194,10 @@ STATEMENTS: dict[str, str] = {
     ),
     "workers_silent": (f"SELECT {_agg('id')} FROM workers WHERE beat_at < {NOW} - %s AND id <> %s"),
     "release_claims": (
-        f"UPDATE deliveries SET next_attempt_at = {NOW}, lease_until = {NOW}, worker_id = NULL"
+        # Due again in the place they had when claimed (the claim's time), ahead of what
+        # arrived since: a backlog must not delay the takeover.
+        f"UPDATE deliveries SET next_attempt_at = LEAST(updated_at, {NOW}), lease_until = {NOW},"
+        " worker_id = NULL"
         f" WHERE status IN {DUE} AND next_attempt_at > {NOW} AND claim_id IS NOT NULL"
         f" AND worker_id IN {_ids('text')}"
     ),

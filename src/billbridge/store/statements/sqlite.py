@@ -220,7 +220,10 @@ STATEMENTS: dict[str, str | MultiRow] = {
     # Claims of silent workers become due now; their claim ids stay (a late finish from the
     # old owner is refused once another worker has claimed the delivery).
     "release_claims": (
-        f"UPDATE deliveries SET next_attempt_at = {NOW}, lease_until = {NOW}, worker_id = NULL"
+        # Due again in the place they had when claimed (the claim's time), ahead of what
+        # arrived since: a backlog must not delay the takeover.
+        f"UPDATE deliveries SET next_attempt_at = MIN(updated_at, {NOW}), lease_until = {NOW},"
+        " worker_id = NULL"
         f" WHERE status IN {DUE} AND next_attempt_at > {NOW} AND claim_id IS NOT NULL"
         f" AND worker_id IN {_ids()}"
     ),
