@@ -17,8 +17,8 @@ import pytest
 
 from billbridge.alerts.config import AlertConfig
 from billbridge.alerts.monitor import AlertMonitor, save_alert_config
+from billbridge.composition import build_services
 from billbridge.secret_box import SecretBox
-from billbridge.services import build_services
 from billbridge.stripe.samples import sample_event
 from billbridge.stripe.signature import sign_payload
 from tests.fakes.customerio import FakeCustomerIO
@@ -43,6 +43,7 @@ QUIET = {
     "on_signatures": False,
     "on_stripe_silence": False,
     "on_endpoint": False,
+    "on_no_worker": False,
     "group_minutes": 0,
 }
 
@@ -231,7 +232,12 @@ def test_thresholds_are_validated_in_the_api_and_saved_from_the_page(tmp_path: P
         shown = httpx.get(url + "/api/alerts", headers=AUTH, timeout=10).json()
         assert (shown["retrying_minutes"], shown["retrying_count"]) == (60.0, 100)
         assert (shown["signature_failures"], shown["stripe_silence_hours"]) == (10, 24.0)
-        for bad in ({"retrying_count": 0}, {"signature_window_minutes": "soon"}):
+        assert (shown["on_no_worker"], shown["no_worker_seconds"]) == (True, 60.0)
+        for bad in (
+            {"retrying_count": 0},
+            {"signature_window_minutes": "soon"},
+            {"no_worker_seconds": -1},
+        ):
             refused = httpx.put(url + "/api/alerts", json=bad, headers=AUTH, timeout=10)
             assert refused.status_code == 422
             assert set(refused.json()["errors"]) == set(bad)
@@ -243,6 +249,7 @@ def test_thresholds_are_validated_in_the_api_and_saved_from_the_page(tmp_path: P
         with logged_in(url) as client:
             page = client.get("/settings/alerts")
             assert 'name="retrying_count"' in page.text
+            assert 'name="no_worker_seconds"' in page.text
             form = {
                 "csrf_token": csrf_from(page.text),
                 "on_retrying": "1",

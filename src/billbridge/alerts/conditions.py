@@ -1,6 +1,7 @@
 """The conditions alerts watch. Each one fires once when it starts and sends "resolved"
 when it clears: a stalled queue, deliveries retrying too long or too many, webhooks
-refused for their signature, Stripe silent, and the Stripe endpoint missing event types.
+refused for their signature, Stripe silent, the Stripe endpoint missing event types, and
+no worker alive while deliveries are due.
 
     facts = Facts(now=..., stats=store.stats(), retrying=store.retrying_summary(), ...)
     for check in evaluate(config, facts, retry_window=settings.retry_window):
@@ -19,17 +20,18 @@ from typing import Literal
 
 from billbridge.alerts.config import AlertConfig
 from billbridge.alerts.sender import Alert
-from billbridge.store.records import StoreStats
+from billbridge.store.records import StoreStats, WorkerRecord
 from billbridge.store.records_ops import RecentAttempt, RetryingSummary
 from billbridge.stripe.endpoint_check import EndpointGaps
 
-ConditionName = Literal["stall", "retrying", "signatures", "stripe_silent", "endpoint"]
+ConditionName = Literal["stall", "retrying", "signatures", "stripe_silent", "endpoint", "no_worker"]
 CONDITIONS: tuple[ConditionName, ...] = (
     "stall",
     "retrying",
     "signatures",
     "stripe_silent",
     "endpoint",
+    "no_worker",
 )
 RECENT_SECONDS = 3600.0  # attempts older than this do not count for a diagnosis
 REPLAY_STEP = (
@@ -49,6 +51,8 @@ class Facts:
     signature_refusals: int  # within the configured window
     last_webhook_at: float | None
     endpoint: EndpointGaps | None  # None: not known (no Stripe key, or the check failed)
+    live_workers: Sequence[WorkerRecord] = ()  # beat within SILENT_AFTER seconds
+    silent_workers: Sequence[WorkerRecord] = ()  # stopped beating; their claims not yet freed
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,8 @@ def evaluate(config: AlertConfig, facts: Facts, *, retry_window: float) -> list[
         checks.append(_silence(config, facts))
     if config.on_endpoint and facts.endpoint is not None:
         checks.append(_endpoint(facts.endpoint))
+    if config.on_no_worker:
+        checks.append(_no_worker(config, facts))
     return checks
 
 
@@ -301,4 +307,47 @@ def _endpoint(gaps: EndpointGaps) -> Check:
             "`billbridge reconcile` fetches events that were not sent.",
         ),
         resolved_title="the Stripe webhook endpoint sends every event type the workflows need",
+    )
+
+
+def _no_worker(config: AlertConfig, facts: Facts) -> Check:
+    """No live worker while deliveries are due (or held by a worker that stopped beating),
+    the oldest waiting at least `no_worker_seconds`."""
+    stats = facts.stats
+    held = sum(w.in_flight for w in facts.silent_workers)
+    waited = stats.oldest_pending_age if stats.due_now else 0.0
+    if held:
+        waited = max(waited, min(w.silent_for for w in facts.silent_workers if w.in_flight))
+    stuck = stats.due_now + held
+    lines = [
+        "No `billbridge worker` and no `billbridge serve` with its worker has sent a heartbeat "
+        "in the last 9 s, so nothing is delivered.",
+        f"{stats.due_now} deliveries are due now"
+        + (f", {held} more are held by workers that stopped beating" if held else "")
+        + ".",
+    ]
+    lines.extend(
+        f"Last seen: {w.host} pid {w.pid} (version {w.version}), silent for "
+        f"{duration(w.silent_for)}, {w.in_flight} deliveries in flight."
+        for w in facts.silent_workers
+    )
+    alive = ", ".join(f"{w.host} pid {w.pid}" for w in facts.live_workers)
+    return Check(
+        name="no_worker",
+        firing=not facts.live_workers and stuck > 0 and waited >= config.no_worker_seconds,
+        title=f"no worker is running ({stuck} deliveries waiting, for {duration(waited)})",
+        lines=tuple(lines),
+        actions=(
+            "Start a worker: `billbridge worker` (or `billbridge serve` without --no-worker) "
+            "with the same DATABASE_URL and BILLBRIDGE_SECRET_KEY as the other processes.",
+            "If workers run, read their log: “could not record a heartbeat” or “could not "
+            "claim deliveries” means they cannot reach the database; check the database "
+            "link (/readyz of `serve`, or of `billbridge worker --metrics-port`).",
+            "Deliveries a dead worker held are taken over at the next heartbeat of any "
+            "worker; nothing is lost.",
+        ),
+        resolved_title="a worker is running again",
+        resolved_lines=(f"alive: {alive}",) if alive else (),
+        queue_depth=stats.queue_depth,
+        oldest_pending_age=waited,
     )

@@ -31,9 +31,11 @@ from billbridge.alerts.conditions import (
 from billbridge.alerts.config import ALERT_CONFIG_KEY, AlertConfig
 from billbridge.alerts.refusals import SIGNATURE_COUNT
 from billbridge.alerts.sender import Alert, AlertSender, ChannelResult
+from billbridge.delivery.worker import KNOWN_WITHIN, split_workers
 from billbridge.errors import BillbridgeError, StripeAPIError
 from billbridge.secret_box import SecretBox
 from billbridge.services import Services
+from billbridge.store.records import WorkerRecord
 from billbridge.store.records_ops import RetryingSummary
 from billbridge.stripe.endpoint_check import EndpointGaps, check_endpoints
 from billbridge.stripe.reconcile import reconcile_types
@@ -52,6 +54,7 @@ def _enabled(config: AlertConfig) -> dict[ConditionName, bool]:
         "signatures": config.on_signatures,
         "stripe_silent": config.on_stripe_silence,
         "endpoint": config.on_endpoint,
+        "no_worker": config.on_no_worker,
     }
     assert set(flags) == set(CONDITIONS)  # noqa: S101 - every condition has a switch
     return flags
@@ -75,7 +78,8 @@ def save_alert_config(services: Services, box: SecretBox, config: AlertConfig) -
 
 
 class AlertMonitor:
-    """Checks and sends; one per process that runs a worker."""
+    """Checks and sends; one in every `serve` and every `billbridge worker` (a `serve
+    --no-worker` must watch too: it is who notices that every worker is gone)."""
 
     def __init__(
         self,
@@ -128,6 +132,10 @@ class AlertMonitor:
     def _facts(self, config: AlertConfig, now: float) -> Facts:
         store = self._services.store
         window = config.signature_window_minutes * 60
+        alive: list[WorkerRecord] = []
+        silent: list[WorkerRecord] = []
+        if config.on_no_worker:
+            alive, silent = split_workers(store.list_workers(KNOWN_WITHIN))
         return Facts(
             now=now,
             stats=store.stats(),
@@ -142,6 +150,8 @@ class AlertMonitor:
             ),
             last_webhook_at=store.last_webhook_received_at() if config.on_stripe_silence else None,
             endpoint=self._endpoint_gaps() if config.on_endpoint else None,
+            live_workers=alive,
+            silent_workers=silent,
         )
 
     def _endpoint_gaps(self) -> EndpointGaps | None:
