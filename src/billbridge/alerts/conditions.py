@@ -22,7 +22,7 @@ from billbridge.alerts.config import AlertConfig
 from billbridge.alerts.sender import Alert
 from billbridge.store.records import StoreStats, WorkerRecord
 from billbridge.store.records_ops import RecentAttempt, RetryingSummary
-from billbridge.stripe.endpoint_check import EndpointGaps
+from billbridge.stripe.endpoint_sync import EndpointCheck
 
 ConditionName = Literal["stall", "retrying", "signatures", "stripe_silent", "endpoint", "no_worker"]
 CONDITIONS: tuple[ConditionName, ...] = (
@@ -50,7 +50,7 @@ class Facts:
     recent_failures: Sequence[RecentAttempt]
     signature_refusals: int  # within the configured window
     last_webhook_at: float | None
-    endpoint: EndpointGaps | None  # None: not known (no Stripe key, or the check failed)
+    endpoint: EndpointCheck | None  # None: not watched
     live_workers: Sequence[WorkerRecord] = ()  # beat within SILENT_AFTER seconds
     silent_workers: Sequence[WorkerRecord] = ()  # stopped beating; their claims not yet freed
 
@@ -188,7 +188,9 @@ def evaluate(config: AlertConfig, facts: Facts, *, retry_window: float) -> list[
     if config.on_stripe_silence and facts.last_webhook_at is not None:
         checks.append(_silence(config, facts))
     if config.on_endpoint and facts.endpoint is not None:
-        checks.append(_endpoint(facts.endpoint))
+        short = facts.endpoint.short_of_needs
+        if short is not None:  # None: not known (no Stripe key, an error, ambiguous)
+            checks.append(_endpoint(facts.endpoint, firing=short))
     if config.on_no_worker:
         checks.append(_no_worker(config, facts))
     return checks
@@ -284,28 +286,37 @@ def _silence(config: AlertConfig, facts: Facts) -> Check:
     )
 
 
-def _endpoint(gaps: EndpointGaps) -> Check:
+def _endpoint(check: EndpointCheck, *, firing: bool) -> Check:
+    name = f"the endpoint {check.endpoint_id} ({check.url})"
     problems: list[str] = []
-    if not gaps.endpoint_id:
-        problems.append(f"no Stripe webhook endpoint points at {gaps.url}")
-    if gaps.disabled:
-        problems.append(f"the endpoint {gaps.endpoint_id} ({gaps.url}) is disabled in Stripe")
-    if gaps.missing and gaps.endpoint_id:
-        problems.append(
-            f"the endpoint {gaps.endpoint_id} ({gaps.url}) does not send "
-            f"{len(gaps.missing)} event types enabled workflows need: " + ", ".join(gaps.missing)
+    actions: tuple[str, ...]
+    if check.state == "missing":
+        problems.append(f"no Stripe webhook endpoint points at {check.url}")
+        actions = (
+            f"Run `billbridge setup-webhook --url {check.url}`: it creates the endpoint with "
+            "exactly the event types the enabled workflows use and saves its signing secret.",
+            "Then `billbridge reconcile` fetches the events that were not sent.",
+        )
+    else:
+        if check.disabled:
+            problems.append(f"{name} is disabled in Stripe: it sends nothing")
+        if check.missing:
+            problems.append(
+                f"{name} does not send {len(check.missing)} event types enabled workflows "
+                "need: " + ", ".join(check.missing)
+            )
+        actions = (
+            "Run `billbridge setup-webhook --sync`, or press “Sync the Stripe endpoint” on "
+            "the dashboard's overview: it sets the endpoint's event types to exactly what "
+            "the enabled workflows use, and enables it.",
+            "Then `billbridge reconcile` fetches the events that were not sent.",
         )
     return Check(
         name="endpoint",
-        firing=not gaps.ok,
+        firing=firing,
         title="the Stripe webhook endpoint does not send what the workflows need",
         lines=tuple(problems),
-        actions=(
-            f"Run `billbridge setup-webhook --url {gaps.url or 'URL'}`: it subscribes the "
-            "endpoint to exactly the event types the enabled workflows use (and enables it).",
-            "Or add the event types to the endpoint in the Stripe Dashboard; then "
-            "`billbridge reconcile` fetches events that were not sent.",
-        ),
+        actions=actions,
         resolved_title="the Stripe webhook endpoint sends every event type the workflows need",
     )
 
