@@ -22,19 +22,10 @@ from billbridge.stripe.signature import sign_payload
 from tests.fakes.customerio import FakeCustomerIO
 from tests.integration.test_alerts import Receiver
 from tests.support.auth import API_TOKEN_ENV, AUTH
-from tests.support.dashboard import ADMIN_PASSWORD, logged_in
+from tests.support.dashboard import ADMIN_PASSWORD, ALERTS_QUIET, logged_in
 from tests.support.live_server import BILLBRIDGE, ServeProcess, serve_app, wait_until
 
 SECRET = "whsec_no_worker_secret"
-QUIET = {
-    "on_failures": False,
-    "on_stall": False,
-    "on_retrying": False,
-    "on_signatures": False,
-    "on_stripe_silence": False,
-    "on_endpoint": False,
-    "group_minutes": 0,
-}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -114,7 +105,12 @@ def test_the_only_worker_killed_fires_no_worker_and_a_new_worker_resolves_it(
         try:
             saved = httpx.put(
                 server.url + "/api/alerts",
-                json={"webhook_url": hook + "/alerts", **QUIET, "no_worker_seconds": 1},
+                json={
+                    "webhook_url": hook + "/alerts",
+                    **ALERTS_QUIET,
+                    "on_no_worker": True,
+                    "no_worker_seconds": 1,
+                },
                 headers=AUTH,
                 timeout=10,
             )

@@ -27,6 +27,7 @@ from tests.integration.test_alerts import Receiver
 from tests.integration.test_store_conformance import actions, attempt, claim_all, event
 from tests.support.auth import AUTH
 from tests.support.dashboard import (
+    ALERTS_QUIET,
     WEBHOOK_SECRET,
     csrf_from,
     dashboard_settings,
@@ -35,17 +36,7 @@ from tests.support.dashboard import (
 )
 from tests.support.live_server import serve_app, wait_until
 
-# Only the condition under test: the others stay quiet.
-QUIET = {
-    "on_failures": False,
-    "on_stall": False,
-    "on_retrying": False,
-    "on_signatures": False,
-    "on_stripe_silence": False,
-    "on_endpoint": False,
-    "on_no_worker": False,
-    "group_minutes": 0,
-}
+QUIET = ALERTS_QUIET  # only the condition under test: the others stay quiet
 
 
 @dataclass

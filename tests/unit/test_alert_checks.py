@@ -7,17 +7,10 @@ from billbridge.alerts.config import AlertConfig
 from billbridge.store.records import StoreStats, WorkerRecord
 from billbridge.store.records_ops import RetryingSummary
 from billbridge.stripe.endpoint_sync import EndpointCheck
+from tests.support.dashboard import ALERTS_QUIET
 
 NOW = 1_800_000_000.0
-ONLY = {
-    "on_failures": False,
-    "on_stall": False,
-    "on_retrying": False,
-    "on_signatures": False,
-    "on_stripe_silence": False,
-    "on_endpoint": False,
-    "on_no_worker": False,
-}
+ONLY = ALERTS_QUIET
 
 
 def _stats(due: int, age: float) -> StoreStats:
