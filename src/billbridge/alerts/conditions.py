@@ -20,6 +20,7 @@ from typing import Literal
 
 from billbridge.alerts.config import AlertConfig
 from billbridge.alerts.sender import Alert
+from billbridge.delivery.worker import SILENT_AFTER
 from billbridge.store.records import StoreStats, WorkerRecord
 from billbridge.store.records_ops import RecentAttempt, RetryingSummary
 from billbridge.stripe.endpoint_sync import EndpointCheck
@@ -332,7 +333,7 @@ def _no_worker(config: AlertConfig, facts: Facts) -> Check:
     stuck = stats.due_now + held
     lines = [
         "No `billbridge worker` and no `billbridge serve` with its worker has sent a heartbeat "
-        "in the last 9 s, so nothing is delivered.",
+        f"in the last {SILENT_AFTER:.0f} s, so nothing is delivered.",
         f"{stats.due_now} deliveries are due now"
         + (f", {held} more are held by workers that stopped beating" if held else "")
         + ".",
