@@ -50,6 +50,7 @@ def test_a_killed_workers_claims_are_taken_over_within_15_seconds(
             **cio.settings_env(),
             "DATABASE_URL": database_url,
             "STRIPE_WEBHOOK_SECRET": SECRET,
+            "BILLBRIDGE_SECRET_KEY": "takeover-test-secret-key",  # required on PostgreSQL
             "BILLBRIDGE_LEASE_SECONDS": "600",
             "CUSTOMERIO_TIMEOUT": "120",  # A's calls stay in flight until the kill
         }
