@@ -5,7 +5,6 @@ the only worker is killed with -9 while deliveries are due, `serve --no-worker` 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -18,12 +17,17 @@ import pytest
 
 from billbridge import __version__
 from billbridge.stripe.samples import sample_event
-from billbridge.stripe.signature import sign_payload
 from tests.fakes.customerio import FakeCustomerIO
 from tests.integration.test_alerts import Receiver
 from tests.support.auth import API_TOKEN_ENV, AUTH
 from tests.support.dashboard import ADMIN_PASSWORD, ALERTS_QUIET, logged_in
-from tests.support.live_server import BILLBRIDGE, ServeProcess, serve_app, wait_until
+from tests.support.live_server import (
+    BILLBRIDGE,
+    ServeProcess,
+    post_signed,
+    serve_app,
+    wait_until,
+)
 
 SECRET = "whsec_no_worker_secret"
 
@@ -60,19 +64,6 @@ def _worker(env: dict[str, str], cwd: Path, name: str) -> subprocess.Popen[bytes
     return subprocess.Popen(
         [BILLBRIDGE, "worker"], env={**os.environ, **env}, cwd=cwd, stdout=log, stderr=log
     )
-
-
-def _post(url: str, event: dict[str, Any]) -> int:
-    body = json.dumps(event).encode()
-    return httpx.post(
-        url + "/webhooks/stripe",
-        content=body,
-        headers={
-            "Content-Type": "application/json",
-            "Stripe-Signature": sign_payload(body, SECRET),
-        },
-        timeout=10,
-    ).status_code
 
 
 def _workers(url: str) -> dict[str, Any]:
@@ -130,7 +121,7 @@ def test_the_only_worker_killed_fires_no_worker_and_a_new_worker_resolves_it(
             first.kill()
             first.wait(timeout=10)
             charge = sample_event("charge.succeeded", customer_id="cus_Alone", email="a@x.io")
-            assert _post(server.url, charge) == 200
+            assert post_signed(server.url, charge, SECRET).status_code == 200
 
             def sent(state: str) -> list[dict[str, Any]]:
                 return [
