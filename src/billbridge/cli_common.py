@@ -23,6 +23,7 @@ from billbridge.config import Settings
 from billbridge.errors import ConfigurationError, StoreUnavailableError
 from billbridge.store import open_store
 from billbridge.store.base import Store
+from billbridge.web.operations import parse_duration
 from billbridge.workflows.catalog import WorkflowCatalog
 
 EXIT_FAILURE = 1
@@ -47,6 +48,18 @@ def friendly_errors() -> Iterator[None]:
     except StoreUnavailableError as exc:
         echo_error(f"error: {exc}; check DATABASE_URL and that the database is running")
         raise typer.Exit(EXIT_FAILURE) from None
+
+
+def since_seconds(since: str | None) -> float | None:
+    """A `--since` value (`2h`, `30m`, `90s`, `3d`) in seconds, None when not given; a bad
+    one is a usage error (exit 2) saying why."""
+    if since is None:
+        return None
+    try:
+        return parse_duration(since)
+    except ValueError as exc:
+        echo_error(f"error: --since: {exc}")
+        raise typer.Exit(EXIT_CONFIGURATION) from None
 
 
 def safe_database_url(database_url: str) -> str:

@@ -18,6 +18,7 @@ from billbridge.cli_common import (
     friendly_errors,
     opened_store,
     plural,
+    since_seconds,
     table,
 )
 from billbridge.config import load_settings
@@ -28,7 +29,6 @@ from billbridge.web.operations import (
     HOLD_REASONS,
     held_back_counts,
     held_back_notice,
-    parse_duration,
     replay_event_report,
     replay_failed_report,
 )
@@ -213,18 +213,14 @@ def replay(
     if failed and force:
         echo_error("error: --force applies to event ids only")
         raise typer.Exit(EXIT_CONFIGURATION)
-    try:
-        since_seconds = None if since is None else parse_duration(since)
-    except ValueError as exc:
-        echo_error(f"error: --since: {exc}")
-        raise typer.Exit(EXIT_CONFIGURATION) from None
+    since_after = since_seconds(since)
     with friendly_errors():
         settings = load_settings()
         with opened_store(settings) as (store, _):
             if failed:
                 report = replay_failed_report(
                     store,
-                    since_seconds=since_seconds,
+                    since_seconds=since_after,
                     event_type=event_type,
                     retry_window=settings.retry_window,
                 )

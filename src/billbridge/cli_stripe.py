@@ -22,7 +22,13 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from billbridge.backfill import DEFAULT_BATCH_SIZE, Backfill, BackfillOptions, BackfillSummary
-from billbridge.cli_common import EXIT_CONFIGURATION, EXIT_FAILURE, echo_error, friendly_errors
+from billbridge.cli_common import (
+    EXIT_CONFIGURATION,
+    EXIT_FAILURE,
+    echo_error,
+    friendly_errors,
+    since_seconds,
+)
 from billbridge.composition import build_reconciler, build_services
 from billbridge.config import Settings, load_settings
 from billbridge.errors import ConfigurationError, DeliveryError, StripeAPIError
@@ -32,7 +38,6 @@ from billbridge.stripe.listing import StripeLister
 from billbridge.stripe.reconcile import reconcile_types
 from billbridge.stripe.webhook_setup import PINNED_API_VERSION, SavedWebhookSecrets
 from billbridge.stripe.webhook_setup import setup_webhook as create_or_update_endpoint
-from billbridge.web.operations import parse_duration
 
 
 @contextmanager
@@ -74,13 +79,7 @@ def reconcile(
     Lists Stripe's Events API for the types the enabled workflows use and stores every
     event missing here through the webhook's own path; the worker delivers them.
     """
-    seconds: float | None = None
-    if since is not None:
-        try:
-            seconds = parse_duration(since)
-        except ValueError as exc:
-            echo_error(f"error: --since: {exc}")
-            raise typer.Exit(EXIT_CONFIGURATION) from None
+    seconds = since_seconds(since)
     with friendly_errors():
         settings = _settings()
         with _stripe_job(settings) as (services, lister):

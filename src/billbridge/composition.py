@@ -30,7 +30,7 @@ from billbridge.customerio.client import CustomerIOClient
 from billbridge.customerio.pacing import Pacer
 from billbridge.delivery.executor import DeliveryExecutor
 from billbridge.delivery.retry import RetryPolicy
-from billbridge.delivery.worker import Worker
+from billbridge.delivery.worker import Worker, live_workers
 from billbridge.errors import ConfigurationError
 from billbridge.health import health_app
 from billbridge.identity import IdentityResolver
@@ -159,8 +159,15 @@ def build_worker(services: Services, *, concurrency: int | None = None) -> Worke
     )
 
 
+def watch_store(services: Services) -> None:
+    """Export the store's numbers and the count of live workers on /metrics."""
+    store = services.store
+    services.metrics.watch_store(store.stats, lambda: len(live_workers(store)))
+
+
 def start_alert_monitor(services: Services, stop: asyncio.Event) -> asyncio.Task[None]:
-    """The alert loop next to a worker until `stop` is set; await the task after."""
+    """The alert loop (in `serve` and in `billbridge worker`) until `stop` is set; await
+    the task after."""
     return asyncio.create_task(AlertMonitor(services).run(stop), name="billbridge-alerts")
 
 
@@ -208,7 +215,7 @@ def start_reconcile(
 @dataclass
 class RunningServe:
     """What `serve`'s lifespan holds: the services, the webhook ingest and the background
-    tasks (worker and alerts unless --no-worker, the periodic reconcile)."""
+    tasks (the worker unless --no-worker, the alert loop, the periodic reconcile)."""
 
     services: Services
     ingest: IngestService
@@ -228,7 +235,7 @@ async def start_serve(
 ) -> RunningServe:
     """Build `serve`'s parts (blocking steps in a thread) and start its background tasks."""
     services = await anyio.to_thread.run_sync(lambda: build_services(settings, metrics=metrics))
-    metrics.watch_store(services.store.stats)
+    watch_store(services)
     secrets = await anyio.to_thread.run_sync(
         lambda: webhook_secrets_for(settings, services.store, dev=dev)
     )
@@ -239,7 +246,9 @@ async def start_serve(
     if run_worker:
         worker = build_worker(services)
         tasks.append(asyncio.create_task(worker.run(stop), name="billbridge-worker"))
-        tasks.append(start_alert_monitor(services, stop))
+    # With or without its worker: when every worker is gone, `serve --no-worker` is who
+    # can still tell (the no_worker alert).
+    tasks.append(start_alert_monitor(services, stop))
     reconcile = start_reconcile(services, ingest, stop)
     if reconcile is not None:
         tasks.append(reconcile)
@@ -297,7 +306,7 @@ def run_worker_process(
             await services.aclose()
 
     async def run(services: Services) -> None:
-        services.metrics.watch_store(services.store.stats)
+        watch_store(services)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

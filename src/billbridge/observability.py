@@ -205,14 +205,26 @@ def get_logger(name: str) -> Any:
 class _StoreCollector(Collector):
     """Reads queue and delivery numbers from the store at scrape time (all processes)."""
 
-    def __init__(self, stats: Callable[[], StoreStats]) -> None:
+    def __init__(
+        self, stats: Callable[[], StoreStats], live_workers: Callable[[], int] | None
+    ) -> None:
         self._stats = stats
+        self._live_workers = live_workers
 
     def collect(self) -> Iterator[Metric]:
         try:
             stats = self._stats()
+            workers = None if self._live_workers is None else self._live_workers()
         except Exception:  # the database is down: /readyz says so; keep /metrics answering
             return
+        if workers is not None:
+            alive = GaugeMetricFamily(
+                "billbridge_workers_alive",
+                "Workers (`billbridge worker`, `serve` with its worker) that sent a heartbeat "
+                "in the last 9 s, over the whole fleet.",
+            )
+            alive.add_metric([], workers)
+            yield alive
         depth = GaugeMetricFamily(
             "billbridge_queue_depth", "Deliveries waiting to be attempted (pending or retrying)."
         )
@@ -294,10 +306,13 @@ class Metrics:
         )
         self._store_collector: _StoreCollector | None = None
 
-    def watch_store(self, stats: Callable[[], StoreStats]) -> None:
-        """Export the store's numbers (queue depth, oldest pending age, ...) at scrape time."""
+    def watch_store(
+        self, stats: Callable[[], StoreStats], live_workers: Callable[[], int] | None = None
+    ) -> None:
+        """Export the store's numbers (queue depth, oldest pending age, ...) and the count of
+        `live_workers` at scrape time."""
         if self._store_collector is None:
-            self._store_collector = _StoreCollector(stats)
+            self._store_collector = _StoreCollector(stats, live_workers)
             self.registry.register(self._store_collector)
 
     def render(self) -> bytes:

@@ -3,22 +3,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from billbridge.store import open_store
 from billbridge.stripe.samples import sample_event
-from billbridge.stripe.signature import sign_payload
 from tests.fakes.customerio import FakeCustomerIO
 from tests.support.env import FLEET_SECRET_KEY
-from tests.support.live_server import BILLBRIDGE, ServeProcess, wait_until
+from tests.support.live_server import BILLBRIDGE, ServeProcess, post_signed, wait_until
 
 SECRET = "whsec_takeover_secret"
 EVENTS = 12
@@ -67,17 +64,7 @@ def test_a_killed_workers_claims_are_taken_over_within_15_seconds(
                 event = sample_event(
                     "charge.succeeded", customer_id=f"cus_Take{index}", email=f"t{index}@x.io"
                 )
-                body = json.dumps(event).encode()
-                response = httpx.post(
-                    server.url + "/webhooks/stripe",
-                    content=body,
-                    headers={
-                        "Content-Type": "application/json",
-                        "Stripe-Signature": sign_payload(body, SECRET),
-                    },
-                    timeout=10,
-                )
-                assert response.status_code == 200
+                assert post_signed(server.url, event, SECRET).status_code == 200
                 ids.append(event["id"])
 
             def held() -> int:

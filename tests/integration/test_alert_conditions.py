@@ -27,6 +27,7 @@ from tests.integration.test_alerts import Receiver
 from tests.integration.test_store_conformance import actions, attempt, claim_all, event
 from tests.support.auth import AUTH
 from tests.support.dashboard import (
+    ALERTS_QUIET,
     WEBHOOK_SECRET,
     csrf_from,
     dashboard_settings,
@@ -35,16 +36,7 @@ from tests.support.dashboard import (
 )
 from tests.support.live_server import serve_app, wait_until
 
-# Only the condition under test: the others stay quiet.
-QUIET = {
-    "on_failures": False,
-    "on_stall": False,
-    "on_retrying": False,
-    "on_signatures": False,
-    "on_stripe_silence": False,
-    "on_endpoint": False,
-    "group_minutes": 0,
-}
+QUIET = ALERTS_QUIET  # only the condition under test: the others stay quiet
 
 
 @dataclass
@@ -215,10 +207,8 @@ def test_endpoint_missing_event_types_fires_once_and_resolves(tmp_path: Path) ->
     assert (firing["kind"], firing["state"]) == ("endpoint", "firing")
     assert "customer.subscription.deleted" in firing["text"]  # a default workflow's trigger
     assert "invoice.paid," not in firing["text"]
-    assert (
-        "billbridge setup-webhook --url https://billing.example.com/webhooks/stripe"
-        in (firing["text"])
-    )
+    assert "billbridge setup-webhook --sync" in firing["text"]
+    assert "Sync the Stripe endpoint" in firing["text"]
     assert (resolved["kind"], resolved["state"]) == ("endpoint", "resolved")
     assert stripe.requests_to("/v1/webhook_endpoints")
 
@@ -231,7 +221,12 @@ def test_thresholds_are_validated_in_the_api_and_saved_from_the_page(tmp_path: P
         shown = httpx.get(url + "/api/alerts", headers=AUTH, timeout=10).json()
         assert (shown["retrying_minutes"], shown["retrying_count"]) == (60.0, 100)
         assert (shown["signature_failures"], shown["stripe_silence_hours"]) == (10, 24.0)
-        for bad in ({"retrying_count": 0}, {"signature_window_minutes": "soon"}):
+        assert (shown["on_no_worker"], shown["no_worker_seconds"]) == (True, 60.0)
+        for bad in (
+            {"retrying_count": 0},
+            {"signature_window_minutes": "soon"},
+            {"no_worker_seconds": -1},
+        ):
             refused = httpx.put(url + "/api/alerts", json=bad, headers=AUTH, timeout=10)
             assert refused.status_code == 422
             assert set(refused.json()["errors"]) == set(bad)
@@ -243,6 +238,7 @@ def test_thresholds_are_validated_in_the_api_and_saved_from_the_page(tmp_path: P
         with logged_in(url) as client:
             page = client.get("/settings/alerts")
             assert 'name="retrying_count"' in page.text
+            assert 'name="no_worker_seconds"' in page.text
             form = {
                 "csrf_token": csrf_from(page.text),
                 "on_retrying": "1",

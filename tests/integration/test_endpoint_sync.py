@@ -14,7 +14,7 @@ import stripe
 import yaml
 
 from billbridge.config import Settings
-from billbridge.stripe.endpoint_sync import EndpointWatch, compare
+from billbridge.stripe.endpoint_sync import EndpointWatch
 from billbridge.web.pages_endpoint import safe_next
 from billbridge.workflows.defaults import default_workflows
 from tests.fakes import stripe_api as stripe_fakes
@@ -67,23 +67,6 @@ def _drifted(stripe_fake: FakeStripe, **options: Any) -> dict[str, Any]:
 
 
 # Comparison --------------------------------------------------------------------------------
-
-
-def test_compare_names_missing_and_extra_types_and_treats_the_wildcard_as_everything() -> None:
-    """Missing and extra types are listed; `*` misses nothing but is itself extra."""
-    drifted = compare({"id": "we_1", "enabled_events": ["b", "z"], "url": URL}, ["a", "b"])
-    assert (drifted.state, drifted.missing, drifted.extra) == ("out_of_sync", ("a",), ("z",))
-    wildcard = compare({"id": "we_1", "enabled_events": ["*"], "url": URL}, ["a", "b"])
-    assert (wildcard.missing, wildcard.extra) == ((), ("*",))
-    exact = compare(
-        {"id": "we_1", "enabled_events": ["b", "a"], "api_version": stripe.api_version}, ["a", "b"]
-    )
-    assert exact.state == "in_sync"
-    assert not exact.version_differs
-    assert not exact.problem
-    disabled = compare({"id": "we_1", "enabled_events": ["a"], "status": "disabled"}, ["a"])
-    assert disabled.state == "out_of_sync"
-    assert "disabled" in disabled.summary()
 
 
 def test_the_sync_button_returns_only_to_paths_of_this_site() -> None:

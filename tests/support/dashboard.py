@@ -18,6 +18,17 @@ from tests.support.live_server import serve_app
 
 ADMIN_PASSWORD = "correct-horse-battery"
 WEBHOOK_SECRET = "whsec_dashboard_test"
+# Alert settings with every condition off: a test switches on only the one it watches.
+ALERTS_QUIET: dict[str, Any] = {
+    "on_failures": False,
+    "on_stall": False,
+    "on_retrying": False,
+    "on_signatures": False,
+    "on_stripe_silence": False,
+    "on_endpoint": False,
+    "on_no_worker": False,
+    "group_minutes": 0,
+}
 _CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 

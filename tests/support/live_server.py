@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -15,6 +16,8 @@ from typing import Any
 
 import httpx
 import uvicorn
+
+from billbridge.stripe.signature import sign_payload
 
 REPO = Path(__file__).resolve().parents[2]
 BILLBRIDGE = str(Path(sys.executable).with_name("billbridge"))
@@ -37,6 +40,20 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
             return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s (last value: {last!r})")
+
+
+def post_signed(url: str, event: dict[str, Any], secret: str) -> httpx.Response:
+    """POST `event` to `url`/webhooks/stripe as Stripe would: JSON, signed with `secret`."""
+    body = json.dumps(event).encode()
+    return httpx.post(
+        url + "/webhooks/stripe",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            "Stripe-Signature": sign_payload(body, secret),
+        },
+        timeout=10,
+    )
 
 
 @contextmanager

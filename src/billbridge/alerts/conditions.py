@@ -1,6 +1,7 @@
 """The conditions alerts watch. Each one fires once when it starts and sends "resolved"
 when it clears: a stalled queue, deliveries retrying too long or too many, webhooks
-refused for their signature, Stripe silent, and the Stripe endpoint missing event types.
+refused for their signature, Stripe silent, the Stripe endpoint missing event types, and
+no worker alive while deliveries are due.
 
     facts = Facts(now=..., stats=store.stats(), retrying=store.retrying_summary(), ...)
     for check in evaluate(config, facts, retry_window=settings.retry_window):
@@ -19,17 +20,19 @@ from typing import Literal
 
 from billbridge.alerts.config import AlertConfig
 from billbridge.alerts.sender import Alert
-from billbridge.store.records import StoreStats
+from billbridge.delivery.worker import SILENT_AFTER
+from billbridge.store.records import StoreStats, WorkerRecord
 from billbridge.store.records_ops import RecentAttempt, RetryingSummary
-from billbridge.stripe.endpoint_check import EndpointGaps
+from billbridge.stripe.endpoint_sync import EndpointCheck
 
-ConditionName = Literal["stall", "retrying", "signatures", "stripe_silent", "endpoint"]
+ConditionName = Literal["stall", "retrying", "signatures", "stripe_silent", "endpoint", "no_worker"]
 CONDITIONS: tuple[ConditionName, ...] = (
     "stall",
     "retrying",
     "signatures",
     "stripe_silent",
     "endpoint",
+    "no_worker",
 )
 RECENT_SECONDS = 3600.0  # attempts older than this do not count for a diagnosis
 REPLAY_STEP = (
@@ -48,7 +51,9 @@ class Facts:
     recent_failures: Sequence[RecentAttempt]
     signature_refusals: int  # within the configured window
     last_webhook_at: float | None
-    endpoint: EndpointGaps | None  # None: not known (no Stripe key, or the check failed)
+    endpoint: EndpointCheck | None  # None: not watched
+    live_workers: Sequence[WorkerRecord] = ()  # beat within SILENT_AFTER seconds
+    silent_workers: Sequence[WorkerRecord] = ()  # stopped beating; their claims not yet freed
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,11 @@ def evaluate(config: AlertConfig, facts: Facts, *, retry_window: float) -> list[
     if config.on_stripe_silence and facts.last_webhook_at is not None:
         checks.append(_silence(config, facts))
     if config.on_endpoint and facts.endpoint is not None:
-        checks.append(_endpoint(facts.endpoint))
+        short = facts.endpoint.short_of_needs
+        if short is not None:  # None: not known (no Stripe key, an error, ambiguous)
+            checks.append(_endpoint(facts.endpoint, firing=short))
+    if config.on_no_worker:
+        checks.append(_no_worker(config, facts))
     return checks
 
 
@@ -278,27 +287,79 @@ def _silence(config: AlertConfig, facts: Facts) -> Check:
     )
 
 
-def _endpoint(gaps: EndpointGaps) -> Check:
+def _endpoint(check: EndpointCheck, *, firing: bool) -> Check:
+    name = f"the endpoint {check.endpoint_id} ({check.url})"
     problems: list[str] = []
-    if not gaps.endpoint_id:
-        problems.append(f"no Stripe webhook endpoint points at {gaps.url}")
-    if gaps.disabled:
-        problems.append(f"the endpoint {gaps.endpoint_id} ({gaps.url}) is disabled in Stripe")
-    if gaps.missing and gaps.endpoint_id:
-        problems.append(
-            f"the endpoint {gaps.endpoint_id} ({gaps.url}) does not send "
-            f"{len(gaps.missing)} event types enabled workflows need: " + ", ".join(gaps.missing)
+    actions: tuple[str, ...]
+    if check.state == "missing":
+        problems.append(f"no Stripe webhook endpoint points at {check.url}")
+        actions = (
+            f"Run `billbridge setup-webhook --url {check.url}`: it creates the endpoint with "
+            "exactly the event types the enabled workflows use and saves its signing secret.",
+            "Then `billbridge reconcile` fetches the events that were not sent.",
+        )
+    else:
+        if check.disabled:
+            problems.append(f"{name} is disabled in Stripe: it sends nothing")
+        if check.missing:
+            problems.append(
+                f"{name} does not send {len(check.missing)} event types enabled workflows "
+                "need: " + ", ".join(check.missing)
+            )
+        actions = (
+            "Run `billbridge setup-webhook --sync`, or press “Sync the Stripe endpoint” on "
+            "the dashboard's overview: it sets the endpoint's event types to exactly what "
+            "the enabled workflows use, and enables it.",
+            "Then `billbridge reconcile` fetches the events that were not sent.",
         )
     return Check(
         name="endpoint",
-        firing=not gaps.ok,
+        firing=firing,
         title="the Stripe webhook endpoint does not send what the workflows need",
         lines=tuple(problems),
-        actions=(
-            f"Run `billbridge setup-webhook --url {gaps.url or 'URL'}`: it subscribes the "
-            "endpoint to exactly the event types the enabled workflows use (and enables it).",
-            "Or add the event types to the endpoint in the Stripe Dashboard; then "
-            "`billbridge reconcile` fetches events that were not sent.",
-        ),
+        actions=actions,
         resolved_title="the Stripe webhook endpoint sends every event type the workflows need",
+    )
+
+
+def _no_worker(config: AlertConfig, facts: Facts) -> Check:
+    """No live worker while deliveries are due (or held by a worker that stopped beating),
+    the oldest waiting at least `no_worker_seconds`."""
+    stats = facts.stats
+    held = sum(w.in_flight for w in facts.silent_workers)
+    waited = stats.oldest_pending_age if stats.due_now else 0.0
+    if held:
+        waited = max(waited, min(w.silent_for for w in facts.silent_workers if w.in_flight))
+    stuck = stats.due_now + held
+    lines = [
+        "No `billbridge worker` and no `billbridge serve` with its worker has sent a heartbeat "
+        f"in the last {SILENT_AFTER:.0f} s, so nothing is delivered.",
+        f"{stats.due_now} deliveries are due now"
+        + (f", {held} more are held by workers that stopped beating" if held else "")
+        + ".",
+    ]
+    lines.extend(
+        f"Last seen: {w.host} pid {w.pid} (version {w.version}), silent for "
+        f"{duration(w.silent_for)}, {w.in_flight} deliveries in flight."
+        for w in facts.silent_workers
+    )
+    alive = ", ".join(f"{w.host} pid {w.pid}" for w in facts.live_workers)
+    return Check(
+        name="no_worker",
+        firing=not facts.live_workers and stuck > 0 and waited >= config.no_worker_seconds,
+        title=f"no worker is running ({stuck} deliveries waiting, for {duration(waited)})",
+        lines=tuple(lines),
+        actions=(
+            "Start a worker: `billbridge worker` (or `billbridge serve` without --no-worker) "
+            "with the same DATABASE_URL and BILLBRIDGE_SECRET_KEY as the other processes.",
+            "If workers run, read their log: “could not record a heartbeat” or “could not "
+            "claim deliveries” means they cannot reach the database; check the database "
+            "link (/readyz of `serve`, or of `billbridge worker --metrics-port`).",
+            "Deliveries a dead worker held are taken over at the next heartbeat of any "
+            "worker; nothing is lost.",
+        ),
+        resolved_title="a worker is running again",
+        resolved_lines=(f"alive: {alive}",) if alive else (),
+        queue_depth=stats.queue_depth,
+        oldest_pending_age=waited,
     )

@@ -115,6 +115,15 @@ class AlertConfig(BaseModel):
         description="Alert when the Stripe endpoint lacks event types the enabled workflows "
         "need (checked through the Stripe API when a key is set)",
     )
+    on_no_worker: bool = Field(
+        default=True, description="Alert when no worker is alive while deliveries are due"
+    )
+    no_worker_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="...once the oldest of them has waited this many seconds",
+    )
     group_minutes: float = Field(default=10.0, ge=0, le=1_440)
 
     @field_validator("slack_url", "webhook_url", mode="before")

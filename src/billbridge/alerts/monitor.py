@@ -31,12 +31,13 @@ from billbridge.alerts.conditions import (
 from billbridge.alerts.config import ALERT_CONFIG_KEY, AlertConfig
 from billbridge.alerts.refusals import SIGNATURE_COUNT
 from billbridge.alerts.sender import Alert, AlertSender, ChannelResult
-from billbridge.errors import BillbridgeError, StripeAPIError
+from billbridge.delivery.worker import KNOWN_WITHIN, split_workers
+from billbridge.errors import BillbridgeError
 from billbridge.secret_box import SecretBox
 from billbridge.services import Services
+from billbridge.store.records import WorkerRecord
 from billbridge.store.records_ops import RetryingSummary
-from billbridge.stripe.endpoint_check import EndpointGaps, check_endpoints
-from billbridge.stripe.reconcile import reconcile_types
+from billbridge.stripe.endpoint_sync import EndpointCheck
 
 log = structlog.get_logger("billbridge.alerts")
 
@@ -52,6 +53,7 @@ def _enabled(config: AlertConfig) -> dict[ConditionName, bool]:
         "signatures": config.on_signatures,
         "stripe_silent": config.on_stripe_silence,
         "endpoint": config.on_endpoint,
+        "no_worker": config.on_no_worker,
     }
     assert set(flags) == set(CONDITIONS)  # noqa: S101 - every condition has a switch
     return flags
@@ -75,7 +77,8 @@ def save_alert_config(services: Services, box: SecretBox, config: AlertConfig) -
 
 
 class AlertMonitor:
-    """Checks and sends; one per process that runs a worker."""
+    """Checks and sends; one in every `serve` and every `billbridge worker` (a `serve
+    --no-worker` must watch too: it is who notices that every worker is gone)."""
 
     def __init__(
         self,
@@ -89,7 +92,6 @@ class AlertMonitor:
         self._sender = sender or AlertSender(services.settings, services.cio)
         self._endpoint_every = endpoint_check_seconds
         self._endpoint_checked_at: float | None = None  # time.monotonic()
-        self._endpoint: EndpointGaps | None = None
 
     async def check_once(self) -> list[ChannelResult] | None:
         """Send what is due (failures, conditions that started or cleared); returns every
@@ -128,6 +130,10 @@ class AlertMonitor:
     def _facts(self, config: AlertConfig, now: float) -> Facts:
         store = self._services.store
         window = config.signature_window_minutes * 60
+        alive: list[WorkerRecord] = []
+        silent: list[WorkerRecord] = []
+        if config.on_no_worker:
+            alive, silent = split_workers(store.list_workers(KNOWN_WITHIN))
         return Facts(
             now=now,
             stats=store.stats(),
@@ -141,31 +147,22 @@ class AlertMonitor:
                 else 0
             ),
             last_webhook_at=store.last_webhook_received_at() if config.on_stripe_silence else None,
-            endpoint=self._endpoint_gaps() if config.on_endpoint else None,
+            endpoint=self._endpoint_check() if config.on_endpoint else None,
+            live_workers=alive,
+            silent_workers=silent,
         )
 
-    def _endpoint_gaps(self) -> EndpointGaps | None:
-        """The Stripe endpoint compared with the enabled workflows, listed at most every
-        `endpoint_check_seconds`; None when there is no Stripe key or the listing failed."""
+    def _endpoint_check(self) -> EndpointCheck:
+        """The Stripe endpoint against the enabled workflows: the dashboard's check
+        (`Services.stripe_endpoint`), listed again at most every `endpoint_check_seconds`."""
+        watch = self._services.stripe_endpoint
         clock = time.monotonic()
-        if self._endpoint_checked_at is not None and (
-            clock - self._endpoint_checked_at < self._endpoint_every
+        if self._endpoint_checked_at is None or (
+            clock - self._endpoint_checked_at >= self._endpoint_every
         ):
-            return self._endpoint
-        self._endpoint_checked_at = clock
-        api = self._services.stripe_api
-        if api is None:
-            self._endpoint = None
-            return None
-        try:
-            endpoints = api.list_webhook_endpoints()
-        except StripeAPIError as exc:
-            log.warning("could not list the Stripe webhook endpoints", error=str(exc))
-            self._endpoint = None
-            return None
-        needed = reconcile_types(self._services.catalog)
-        self._endpoint = check_endpoints(endpoints, needed, self._services.settings.public_url)
-        return self._endpoint
+            self._endpoint_checked_at = clock
+            watch.invalidate()
+        return watch.status()
 
     # Failures (grouped) and conditions (firing, resolved) ----------------------------------
 

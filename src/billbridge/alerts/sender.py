@@ -46,7 +46,7 @@ Channel = Literal["slack", "webhook", "email"]
 
 
 AlertKind = Literal[
-    "failures", "stall", "retrying", "signatures", "stripe_silent", "endpoint", "test"
+    "failures", "stall", "retrying", "signatures", "stripe_silent", "endpoint", "no_worker", "test"
 ]
 
 

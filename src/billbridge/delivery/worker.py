@@ -26,12 +26,25 @@ import structlog
 from billbridge import __version__
 from billbridge.delivery.executor import DeliveryExecutor
 from billbridge.store.base import Store
-from billbridge.store.records import ClaimedDelivery, WorkerInfo
+from billbridge.store.records import ClaimedDelivery, WorkerInfo, WorkerRecord
 
 log = structlog.get_logger("billbridge.worker")
 
 BEAT_INTERVAL = 3.0  # seconds between heartbeats
 SILENT_AFTER = 9.0  # seconds without a heartbeat after which a worker's claims are freed
+KNOWN_WITHIN = 86_400.0  # seconds: a silent worker's row older than this is not shown
+
+
+def live_workers(store: Store) -> list[WorkerRecord]:
+    """The workers alive now (beat within SILENT_AFTER seconds), by host and pid."""
+    return store.list_workers(SILENT_AFTER)
+
+
+def split_workers(workers: list[WorkerRecord]) -> tuple[list[WorkerRecord], list[WorkerRecord]]:
+    """(alive, silent): silent ones stopped beating (killed, or cut from the database) and
+    still hold the claims they had until another worker's beat frees them."""
+    alive = [w for w in workers if w.silent_for <= SILENT_AFTER]
+    return alive, [w for w in workers if w.silent_for > SILENT_AFTER]
 
 
 class Worker:

@@ -222,22 +222,6 @@ class StripeAPI:
             f"{'live' if livemode else 'test'} mode key"
         )
 
-    def list_webhook_endpoints(self) -> list[dict[str, Any]]:
-        """Every webhook endpoint of the account (GET /v1/webhook_endpoints, all pages),
-        never cached: what Stripe sends changes when someone edits the endpoint."""
-        found: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": 100}
-        while True:
-            try:
-                page = self._client.v1.webhook_endpoints.list(params).to_dict()
-            except stripe.StripeError as exc:
-                raise _translate(exc, "list webhook endpoints") from None
-            data = page.get("data") or []
-            found.extend(data)
-            if not page.get("has_more") or not data:
-                return found
-            params["starting_after"] = str(data[-1]["id"])
-
     def close(self) -> None:
         """Close the HTTP connections (the object must not be used afterwards)."""
         self._http.close()

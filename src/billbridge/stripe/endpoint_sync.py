@@ -1,18 +1,24 @@
 """The Stripe webhook endpoint against what the enabled workflows need: compare and sync.
+The one comparison behind `doctor`, the dashboard's warning and Sync button, `setup-webhook
+--sync`, automatic sync and the `endpoint` alert.
 
-    check = check_endpoint(lister, needed=reconcile_types(catalog), url=endpoint_url(public))
+    check = check_endpoint(lister, needed=needed_types(workflows), url=endpoint_url(public))
     check.state          # "in_sync", "out_of_sync", "missing", "ambiguous"
     check.missing        # trigger types of enabled workflows the endpoint does not receive
+    check.short_of_needs # the alert's question: does Stripe fail to send a needed type?
     result = sync_endpoint(lister, needed=..., url=...)   # enabled_events := needed
 
-Which endpoint is Billbridge's: the one whose URL is `url` when it is known (`--url`, or
-BILLBRIDGE_PUBLIC_URL + `/webhooks/stripe`); else the one `setup-webhook` created
-(metadata `created_by: billbridge`); else the one whose URL ends in `/webhooks/stripe`.
+`enabled_events` of `["*"]` covers every type; a disabled endpoint sends nothing. Which
+endpoint is Billbridge's: the one whose URL is `url` when it is known (`--url`, or
+BILLBRIDGE_PUBLIC_URL + `/webhooks/stripe`; of several at that URL the one that receives
+what is needed, if any); else the one `setup-webhook` created (metadata `created_by:
+billbridge`); else the one whose URL ends in `/webhooks/stripe`.
+
 Syncing sets `enabled_events` to exactly the needed types and enables a disabled endpoint.
 Stripe cannot change an endpoint's `api_version` after creation (the update call has no
 such parameter), so a version other than the pinned one is reported with what to do, never
-"fixed". `EndpointWatch` keeps the last check for the dashboard and syncs after workflow
-changes when BILLBRIDGE_WEBHOOK_AUTO_SYNC is on.
+"fixed". `EndpointWatch` keeps the last check for the dashboard and the alerts, and syncs
+after workflow changes when BILLBRIDGE_WEBHOOK_AUTO_SYNC is on.
 """
 
 from __future__ import annotations
@@ -75,6 +81,20 @@ class EndpointCheck:
     def version_differs(self) -> bool:
         """The endpoint renders events with another API version than the SDK is pinned to."""
         return self.endpoint_id is not None and self.api_version != PINNED_API_VERSION
+
+    @property
+    def short_of_needs(self) -> bool | None:
+        """Whether Stripe fails to send Billbridge an event type the enabled workflows need
+        (disabled, types missing, or no endpoint at the known URL); extra types and the API
+        version do not count. None when it cannot be told: no key, a Stripe error, several
+        candidates, or no endpoint and no URL to expect one at."""
+        if self.state in ("unchecked", "error", "ambiguous"):
+            return None
+        if not self.needed:
+            return False
+        if self.state == "missing":
+            return True if self.url else None
+        return bool(self.missing) or self.disabled
 
     @property
     def problem(self) -> bool:
@@ -149,6 +169,7 @@ class SyncResult:
 
 
 def _candidates(endpoints: list[dict[str, Any]], url: str | None) -> list[dict[str, Any]]:
+    """The endpoints that may be Billbridge's (see the module docstring)."""
     if url is not None:
         wanted = url.rstrip("/")
         return [e for e in endpoints if str(e.get("url") or "").rstrip("/") == wanted]
@@ -184,9 +205,11 @@ def compare(endpoint: dict[str, Any], needed: list[str]) -> EndpointCheck:
     )
 
 
-def check_endpoint(lister: StripeLister, *, needed: list[str], url: str | None) -> EndpointCheck:
-    """Find Billbridge's endpoint and compare it. Raises StripeAPIError."""
-    found = _candidates(list(lister.iterate("webhook_endpoints")), url)
+def check_listed(
+    endpoints: list[dict[str, Any]], *, needed: list[str], url: str | None
+) -> EndpointCheck:
+    """Find Billbridge's endpoint among `endpoints` (as Stripe lists them) and compare it."""
+    found = _candidates(endpoints, url)
     wanted = tuple(sorted(set(needed)))
     if not found:
         return EndpointCheck(state="missing", needed=wanted, url=url, checked_at=time.time())
@@ -197,7 +220,15 @@ def check_endpoint(lister: StripeLister, *, needed: list[str], url: str | None) 
             candidates=tuple(str(e["id"]) for e in found),
             checked_at=time.time(),
         )
-    return compare(found[0], needed)  # several with one URL: setup-webhook updates the first
+    # Several at the one URL: Stripe calls it from each, so the best of them counts (the one
+    # in sync, else one that sends everything needed, else the first: what sync updates).
+    checks = [compare(endpoint, needed) for endpoint in found]
+    return min(checks, key=lambda c: (c.state != "in_sync", c.short_of_needs is not False))
+
+
+def check_endpoint(lister: StripeLister, *, needed: list[str], url: str | None) -> EndpointCheck:
+    """Find Billbridge's endpoint and compare it. Raises StripeAPIError."""
+    return check_listed(list(lister.iterate("webhook_endpoints")), needed=needed, url=url)
 
 
 def sync_endpoint(lister: StripeLister, *, needed: list[str], url: str | None) -> SyncResult:

@@ -35,6 +35,7 @@ from billbridge.errors import BillbridgeError
 from billbridge.ingest import IngestService
 from billbridge.observability import Metrics
 from billbridge.store.base import Store
+from billbridge.stripe.endpoint_sync import needed_types
 from billbridge.stripe.events import check_event_bounds
 from billbridge.stripe.listing import StripeLister
 from billbridge.workflows.catalog import WorkflowCatalog
@@ -68,7 +69,7 @@ class ReconcileReport:
 
 def reconcile_types(catalog: WorkflowCatalog) -> list[str]:
     """The Stripe event types the enabled workflows trigger on, sorted."""
-    return sorted({t for w in catalog.all() if w.enabled for t in w.trigger.events})
+    return needed_types(catalog.all())
 
 
 def chunked(items: Sequence[str], size: int = MAX_TYPES_PER_REQUEST) -> list[list[str]]:

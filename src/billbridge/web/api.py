@@ -1,4 +1,4 @@
-"""The JSON API under `/api/`: events, replays and workflows (SPEC §3).
+"""The JSON API under `/api/`: events, replays, workflows (SPEC §3) and the live workers.
 
     app.include_router(build_api_router())   # handlers use request.app.state.services
 
@@ -16,6 +16,7 @@ import anyio
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from billbridge.delivery.worker import KNOWN_WITHIN, split_workers
 from billbridge.errors import StoreUnavailableError, WorkflowValidationError
 from billbridge.services import Services
 from billbridge.store.records import EventFilter, EventStatus
@@ -36,6 +37,8 @@ from billbridge.web.schemas import (
     ReplayOut,
     TestEventOut,
     ValidationErrorOut,
+    WorkerListOut,
+    WorkerOut,
     WorkflowListOut,
     WorkflowTestIn,
     WorkflowTestOut,
@@ -84,7 +87,27 @@ def build_api_router() -> APIRouter:
     router = APIRouter(prefix="/api", dependencies=[Depends(require_api_auth)])
     _add_event_routes(router)
     _add_workflow_routes(router)
+    _add_worker_routes(router)
     return router
+
+
+def _add_worker_routes(router: APIRouter) -> None:
+    @router.get(
+        "/workers",
+        tags=["workers"],
+        summary="The workers of the fleet, by their heartbeats",
+        response_model=WorkerListOut,
+    )
+    async def list_workers(request: Request) -> WorkerListOut:
+        store = _services(request).store
+        alive, silent = split_workers(await _run(lambda: store.list_workers(KNOWN_WITHIN)))
+        return WorkerListOut(
+            alive=len(alive),
+            workers=[
+                *(WorkerOut.from_record(w, alive=True) for w in alive),
+                *(WorkerOut.from_record(w, alive=False) for w in silent),
+            ],
+        )
 
 
 # Events ---------------------------------------------------------------------------------

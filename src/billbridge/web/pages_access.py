@@ -250,6 +250,7 @@ ALERT_SWITCHES = (
     "on_signatures",
     "on_stripe_silence",
     "on_endpoint",
+    "on_no_worker",
 )
 ALERT_THRESHOLDS = (
     "stall_minutes",
@@ -259,6 +260,7 @@ ALERT_THRESHOLDS = (
     "signature_failures",
     "signature_window_minutes",
     "stripe_silence_hours",
+    "no_worker_seconds",
 )
 
 

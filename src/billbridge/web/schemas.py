@@ -22,6 +22,7 @@ from billbridge.store.records import (
     EventSource,
     EventStatus,
     EventSummary,
+    WorkerRecord,
 )
 from billbridge.store.records_ops import HeldBack
 from billbridge.web.operations import HOLD_REASONS
@@ -264,6 +265,40 @@ class WorkflowTestOut(_Out):
     event: TestEventOut
     person: PersonOut | None
     requests: list[PlannedRequestOut]
+
+
+class WorkerOut(_Out):
+    worker_id: str = Field(description="What its claims carry: host:pid:random")
+    host: str
+    pid: int
+    version: str = Field(description="The Billbridge version it runs")
+    started_at: float = Field(description="Unix seconds (database clock)")
+    last_beat_at: float = Field(description="Unix seconds of its last heartbeat")
+    seconds_since_beat: float
+    in_flight: int = Field(description="Deliveries claimed and not yet recorded at that beat")
+    alive: bool = Field(
+        description="Beat within the last 9 s; a silent worker's claims are "
+        "taken over at the next heartbeat of a live one"
+    )
+
+    @classmethod
+    def from_record(cls, record: WorkerRecord, *, alive: bool) -> WorkerOut:
+        return cls(
+            worker_id=record.worker_id,
+            host=record.host,
+            pid=record.pid,
+            version=record.version,
+            started_at=record.started_at,
+            last_beat_at=record.beat_at,
+            seconds_since_beat=round(record.silent_for, 3),
+            in_flight=record.in_flight,
+            alive=alive,
+        )
+
+
+class WorkerListOut(_Out):
+    alive: int = Field(description="How many workers are alive")
+    workers: list[WorkerOut] = Field(description="Alive ones first, then silent ones")
 
 
 class ErrorOut(_Out):
