@@ -376,6 +376,8 @@ def finish(db: Db, finishes: Sequence[Finish], facts: DiscoveredFacts | None = N
     deciding them are written first, in the same transaction, owned or not."""
     if facts:
         record_facts(db, facts)
+    if not finishes:
+        return []
     if len({f.delivery_id for f in finishes}) < len(finishes):
         return [owned for f in finishes for owned in finish_together(db, [f])]
     return finish_together(db, finishes)
