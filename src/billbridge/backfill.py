@@ -13,8 +13,10 @@ Two phases, both streaming (memory stays flat however many customers there are):
    3 to 5 per customer when listing per customer (strategy `customer`, used for small
    `--limit` runs: subscriptions, charges and invoices by `customer=`, refunds and disputes
    by `charge=` only for charges that have some).
-2. Customers: list customers (newest first); apply each, compute its profile
-   (`billing.profile.compute_profile`) and queue one Track v2 `identify` operation; every
+2. Customers: list customers (newest first); write each page (projection and customers
+   rows, one transaction), then decide each customer with the delivery's decision chain
+   (`delivery.decision`: person, profile; reads only) and queue one Track v2 `identify`
+   operation; every
    `batch_size` operations go out in one `POST /api/v2/batch` (batch.py splits by size).
    After each accepted batch the checkpoint (meta `backfill.checkpoint`: last customer id
    fully sent, counts) is saved; `--resume` continues after it with `starting_after`.
@@ -39,13 +41,14 @@ from typing import Any, Literal
 
 import structlog
 
-from billbridge.billing.profile import compute_profile as _compute_profile
 from billbridge.billing.projection import rows_for_object
 from billbridge.config import CioMode, Settings
 from billbridge.customerio.client import CustomerIOClient
+from billbridge.delivery.decision import DecisionBatch, DecisionChain
 from billbridge.errors import ConfigurationError, RetryableDeliveryError, TerminalDeliveryError
 from billbridge.identity import IdentityResolver, Person
 from billbridge.store.base import Store
+from billbridge.store.records_billing import DiscoveredFacts
 from billbridge.stripe.events import customer_record_from_object
 from billbridge.stripe.listing import PAGE_SIZE, StripeLister, backoff_delay
 
@@ -107,6 +110,20 @@ def apply_objects(store: Store, objects: list[dict[str, Any]], watermark: int) -
     store.apply_billing(rows)
 
 
+def apply_customers(store: Store, customers: list[dict[str, Any]], watermark: int) -> None:
+    """A page of customers read at `watermark`: their projection rows and their customers
+    rows (identity resolution reads them for later events) in one transaction, before the
+    page's decisions read them."""
+    store.record_facts(
+        DiscoveredFacts(
+            customers=tuple(customer_record_from_object(c, watermark=watermark) for c in customers),
+            billing=tuple(
+                row for c in customers for row in rows_for_object(c, watermark=watermark)
+            ),
+        )
+    )
+
+
 def _pages(
     items: Iterator[dict[str, Any]], size: int = PAGE_SIZE
 ) -> Iterator[list[dict[str, Any]]]:
@@ -163,16 +180,14 @@ class Backfill:
         cio: CustomerIOClient,
         progress: Callable[[int], None] | None = None,
         apply_objects: Callable[[Store, list[dict[str, Any]], int], None] = apply_objects,
-        compute_profile: Callable[[Store, str], dict[str, Any]] = _compute_profile,
     ) -> None:
         self._settings = settings
         self._store = store
-        self._resolver = resolver
         self._lister = lister
         self._cio = cio
         self._progress = progress or (lambda _done: None)
         self._apply = apply_objects
-        self._profile = compute_profile
+        self._chain = DecisionChain(settings, store, resolver)
         self._mode: CioMode = "live"  # set by `run`
 
     def workspace(self) -> CioMode:
@@ -231,9 +246,10 @@ class Backfill:
                 cut = True
             for customer in page if strategy == "customer" else ():
                 self._load_customer_objects(str(customer["id"]))
-            self._apply(self._store, page, int(time.time()))
+            apply_customers(self._store, page, int(time.time()))
+            batch = self._chain.batch()
             for customer in page:
-                pending.append((str(customer["id"]), self._operation(customer)))
+                pending.append((str(customer["id"]), self._operation(customer, batch)))
                 summary.customers += 1
                 if summary.sample_operation is None:
                     summary.sample_operation = pending[-1][1]
@@ -290,22 +306,20 @@ class Backfill:
     def _customers(self, after: str | None) -> Iterator[dict[str, Any]]:
         return self._lister.iterate("customers", {"expand": CUSTOMER_EXPAND}, starting_after=after)
 
-    def _operation(self, customer: dict[str, Any]) -> dict[str, Any]:
-        """The identify for an applied customer; also refreshes the customers table
-        (identity resolution reads it for later events)."""
+    def _operation(self, customer: dict[str, Any], batch: DecisionBatch) -> dict[str, Any]:
+        """The identify for an applied customer, decided by the delivery's chain (reads
+        only: the page's facts were written by `apply_customers`)."""
         customer_id = str(customer["id"])
-        watermark = int(time.time())
-        self._store.upsert_customer(customer_record_from_object(customer, watermark=watermark))
         event = {
             "id": "backfill",
             "type": "customer.updated",
             "livemode": bool(customer.get("livemode")),
             "data": {"object": customer},
         }
-        person = self._resolver.resolve(event)
+        person = batch.person(event, key=customer_id)
         if not isinstance(person, Person):  # a customer always has an id; kept for mypy
             person = Person(identifier=customer_id, customer_id=customer_id, email=None)
-        profile = self._profile(self._store, customer_id)
+        profile = batch.profile(customer_id)
         return identify_operation(person, profile, self._settings.identifier)
 
     async def _flush(

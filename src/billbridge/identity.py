@@ -5,8 +5,9 @@
 
 Order (ARCHITECTURE §5): the ids and email in the payload, then the local customers
 table (fed by customer.* events and earlier API reads), then the Stripe API when a key
-is configured (the snapshot is written back to the table). Synchronous: the worker calls
-it in a thread.
+is configured. Reads only: a customer read from the API is handed to `found` (a
+`PendingReads`), and the executor writes it to the table with the batch's outcome.
+Synchronous: the worker calls it in a thread.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from billbridge.config import Settings
 from billbridge.errors import StripeAPIError
 from billbridge.store.base import Store
+from billbridge.store.pending import PendingReads, newer_customer
 from billbridge.store.records import CustomerRecord
 from billbridge.stripe.api import StripeAPI
 from billbridge.stripe.events import (
@@ -118,13 +120,18 @@ class IdentityResolver:
         return self._api_source()
 
     def resolve(
-        self, event: dict[str, Any], *, known: dict[str, CustomerRecord | None] | None = None
+        self,
+        event: dict[str, Any],
+        *,
+        known: dict[str, CustomerRecord | None] | None = None,
+        found: PendingReads | None = None,
     ) -> Person | Unresolved:
-        """The person for `event`.
+        """The person for `event`. Writes nothing.
 
         `known` holds customers-table records already read (None: no row), e.g. for a whole
         batch of deliveries; a customer it lacks is read from the store, and one fetched
-        from the Stripe API is put in it.
+        from the Stripe API is put in it as the table will hold it once written. That
+        fetched record is also added to `found` (to be written with the outcome).
 
         Raises `StripeAPIError` only when it is retryable (the delivery is retried
         later); a non-retryable API failure resolves with what is already known.
@@ -174,7 +181,9 @@ class IdentityResolver:
             and (email is None or wants_metadata)
         )
         if needs_api and customer_id is not None:
-            fetched = self._call(lambda: self._fetch_customer(customer_id, account, known))
+            fetched = self._call(
+                lambda: self._fetch_customer(customer_id, account, record, known, found)
+            )
             if fetched:
                 customer = fetched
                 email = email or _email(fetched.get("email"))
@@ -220,16 +229,20 @@ class IdentityResolver:
         self,
         customer_id: str,
         account: str | None,
+        stored: CustomerRecord | None,
         known: dict[str, CustomerRecord | None] | None,
+        found: PendingReads | None,
     ) -> dict[str, Any] | None:
-        """The customer from the API, written back to the table so later lookups hit it."""
+        """The customer from the API; its record goes to `found` (written later, so that
+        later lookups hit the table) and to `known` (the decisions of this batch)."""
         assert self._api is not None  # noqa: S101 - checked by the caller
         fetched = self._api.get_customer(customer_id, account=account)
         if fetched is not None and _text(fetched.get("id")):
             record = customer_record_from_object(fetched, watermark=int(time.time()))
-            self._store.upsert_customer(record)
-            if known is not None:
-                known.pop(customer_id, None)  # the table may have kept a newer row
+            if found is not None:
+                found.add_customer(record)
+            if known is not None:  # the table may keep a newer row
+                known[customer_id] = newer_customer(stored, record)
         return fetched
 
     @staticmethod

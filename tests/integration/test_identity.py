@@ -14,6 +14,8 @@ from billbridge.errors import StripeAPIError
 from billbridge.identity import IdentityResolver, Person, Unresolved
 from billbridge.store import open_store
 from billbridge.store.base import Store
+from billbridge.store.pending import PendingReads
+from billbridge.store.records import CustomerRecord
 from billbridge.stripe.api import StripeAPI
 from billbridge.stripe.events import customer_record_from
 from billbridge.stripe.samples import sample_event
@@ -150,19 +152,30 @@ def test_deleted_customer_keeps_its_email_from_the_table(
     assert fake.requests == []
 
 
-def test_email_from_the_api_is_written_back_and_cached(
+def test_email_from_the_api_is_handed_back_written_later_and_cached(
     store: Store, fake: FakeStripe, make_api: Callable[..., StripeAPI]
 ) -> None:
-    """Not in the table: GET /v1/customers/{id} once, the table is filled, no second request."""
+    """Not in the table: GET /v1/customers/{id} once; resolving writes nothing but hands
+    the record to `found` (and `known`); written, it fills the table; no second request."""
     fake.add_customer(CUSTOMER, email=EMAIL, name="Jane Doe", metadata={"uid": "u-42"})
     resolver, _ = _resolver(store, make_api, fake)
+    found = PendingReads(store)
+    known: dict[str, CustomerRecord | None] = {}
     first = _person(
-        resolver.resolve(sample_event("customer.subscription.created", customer_id=CUSTOMER))
+        resolver.resolve(
+            sample_event("customer.subscription.created", customer_id=CUSTOMER),
+            known=known,
+            found=found,
+        )
     )
     assert (first.identifier, first.email) == (CUSTOMER, EMAIL)
     assert first.customer["object"] == "customer"
     assert first.customer["metadata"] == {"uid": "u-42"}
     assert _customer_requests(fake) == 1
+    assert store.get_customer(CUSTOMER) is None  # resolution only reads
+    (learnt,) = found.facts().customers
+    assert known[CUSTOMER] == learnt == found.get_customer(CUSTOMER)
+    store.record_facts(found.facts())
     saved = store.get_customer(CUSTOMER)
     assert saved is not None
     assert (saved.email, saved.name, saved.metadata) == (EMAIL, "Jane Doe", {"uid": "u-42"})

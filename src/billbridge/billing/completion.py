@@ -1,15 +1,15 @@
 """Completing a webhook's subscription or customer from the Stripe API for MRR.
 
-    complete_from_api(store, api, event, memo)   # True when the projection changed
+    rows = complete_from_api(api, event, memo)   # projection rows to apply, or []
 
 Webhooks carry objects unexpanded: a tiered price without its `tiers`, a subscription's
 `discounts` as ids, a discount's `source.coupon` as an id. MRR needs them. When a
 delivery that sends the profile handles an event whose subscription or customer lacks
 them, the object is read from the API with those fields expanded (a fresh read, never
-the cache) and applied to the projection as an API read at the time of the read, like a
-backfill: newer than every event created before it, older than any created after. A
-failed read is logged and the profile goes out without it (the next event, or a
-backfill, completes the object).
+the cache); its rows go to the projection (written with the batch's outcome) as an API
+read at the time of the read, like a backfill: newer than every event created before
+it, older than any created after. A failed read is logged and the profile goes out
+without it (the next event, or a backfill, completes the object).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 
 import structlog
 
-from billbridge.billing.projection import apply_object
+from billbridge.billing.projection import rows_for_object
 from billbridge.billing.values import as_text
 from billbridge.errors import StripeAPIError
-from billbridge.store.base import Store
+from billbridge.store.records_billing import BillingRow
 from billbridge.stripe.api import StripeAPI
 from billbridge.stripe.events import object_of, subscription_items_of
 
@@ -65,17 +65,18 @@ def needs_expansion(obj: dict[str, Any]) -> bool:
 
 
 def complete_from_api(
-    store: Store, api: StripeAPI, event: dict[str, Any], memo: dict[Any, Any]
-) -> bool:
-    """Read and apply the event's subscription or customer expanded, when it needs it
-    (once per object in a `memo`'s life). True when the projection changed."""
+    api: StripeAPI, event: dict[str, Any], memo: dict[Any, Any]
+) -> list[BillingRow]:
+    """The projection rows of the event's subscription or customer read expanded, when it
+    needs it (once per object in a `memo`'s life); empty when nothing was read. Reads
+    only: the caller applies the rows (a decision, with its batch's outcome)."""
     obj = object_of(event)
     kind, object_id = as_text(obj.get("object")), as_text(obj.get("id"))
     if kind not in EXPAND or object_id is None or obj.get("deleted") is True:
-        return False
+        return []
     key = ("completed", kind, object_id)
     if key in memo or not needs_expansion(obj):
-        return False
+        return []
     memo[key] = True
     account = as_text(event.get("account"))
     read_at = int(time.time())
@@ -83,7 +84,7 @@ def complete_from_api(
         fetched = api.read_expanded(kind, object_id, EXPAND[kind], account=account)
     except StripeAPIError as exc:
         log.warning("could not complete the object from Stripe", kind=kind, error=str(exc))
-        return False
+        return []
     if fetched is None:
-        return False
-    return apply_object(store, fetched, watermark=read_at, account=account)
+        return []
+    return rows_for_object(fetched, watermark=read_at, account=account)

@@ -1,6 +1,6 @@
 """What the delivery executor adds for billing: the profile, semantic changes, deletions.
 
-    extra = billing_context(store, workflow, action_index, event, person)
+    extra = billing_context(reads, workflow, action_index, event, person)  # reads only
     plan_action(..., profile=extra.profile, changes=extra.changes, deleted_policy=...)
 
 Runs in the worker thread just before planning, so an identify sends the profile as it is
@@ -17,10 +17,10 @@ from typing import Any
 
 from billbridge.billing.completion import complete_from_api
 from billbridge.billing.profile import compute_profile, known_from_record, profile_from_state
-from billbridge.billing.projection import link_customer
+from billbridge.billing.projection import link_rows
 from billbridge.billing.semantic import derive_changes
 from billbridge.identity import Person
-from billbridge.store.base import Store
+from billbridge.store.pending import BillingReads, PendingReads
 from billbridge.store.records import CustomerRecord
 from billbridge.store.records_billing import CustomerSnapshot
 from billbridge.stripe.api import StripeAPI
@@ -44,75 +44,74 @@ def _mentions(workflow: Workflow, name: str, memo: dict[Any, Any]) -> bool:
 
 
 def billing_context(
-    store: Store,
+    reads: BillingReads,
     workflow: Workflow,
     action_index: int,
     event: dict[str, Any],
     person: Person,
     *,
     memo: dict[Any, Any] | None = None,
-    record_links: bool = True,
     stripe_api: StripeAPI | None = None,
 ) -> BillingContext:
-    """The profile and changes the action needs (None when it needs neither).
+    """The profile and changes the action needs (None when it needs neither). Reads only.
 
-    `memo` may be shared by the deliveries the worker decides together: a customer's
-    profile and an event's changes are then computed once for all of them.
-    `record_links=False` (dry runs) writes nothing. With `stripe_api`, an event's
+    `memo` may be shared by the deliveries decided together: a customer's profile and an
+    event's changes are then computed once for all of them. With `stripe_api`, an event's
     subscription or customer that lacks what MRR reads is completed from the API first
-    (`billbridge.billing.completion`).
+    (`billbridge.billing.completion`). What is learnt (those rows, a dispute's customer
+    found through its charge) counts in the profile and is kept in `reads` when it is a
+    `PendingReads` (written with the batch's outcome, or dropped by a preview); over a
+    plain store it is used for this context only.
     """
     memo = {} if memo is None else memo
+    pending = reads if isinstance(reads, PendingReads) else PendingReads(reads)
     action = workflow.actions[action_index]
     customer_id = person.customer_id
-    # A dispute (or refund) whose customer was found through its charge: remember it, so
-    # that disputes_count counts it (and read the customer's state again).
-    if (
-        record_links
-        and customer_id is not None
-        and customer_id_of(event) is None
-        and link_customer(store, event, customer_id)
-    ):
-        memo.pop(("profile", customer_id), None)
-        memo.pop(("snapshot", customer_id), None)
+    # A dispute (or refund) whose customer was found through its charge: link it, so
+    # that disputes_count counts it.
+    link_key = ("linked", event.get("id"), customer_id)
+    if customer_id is not None and customer_id_of(event) is None and link_key not in memo:
+        memo[link_key] = True
+        if pending.add_rows(link_rows(event, customer_id)):
+            memo.pop(("profile", customer_id), None)
     wants_profile = (isinstance(action, IdentifyAction) and action.include_profile) or _mentions(
         workflow, "profile", memo
     )
     if (
         wants_profile
-        and record_links
         and stripe_api is not None
         and customer_id is not None
-        and complete_from_api(store, stripe_api, event, memo)
+        and pending.add_rows(complete_from_api(stripe_api, event, memo))
     ):
         memo.pop(("profile", customer_id), None)
-        memo.pop(("snapshot", customer_id), None)
     profile = None
     if wants_profile and customer_id is not None:
         profile_key = ("profile", customer_id)
         if profile_key not in memo:
-            memo[profile_key] = _profile(store, customer_id, memo)
+            memo[profile_key] = _profile(pending, customer_id, memo)
         profile = memo[profile_key]
     changes = None
     if _mentions(workflow, "changes", memo):
         changes_key = ("changes", event.get("id"))
         if changes_key not in memo:
-            memo[changes_key] = derive_changes(event, store)
+            memo[changes_key] = derive_changes(event, pending)
         changes = memo[changes_key]
     return BillingContext(profile=profile, changes=changes)
 
 
-def _profile(store: Store, customer_id: str, memo: dict[Any, Any]) -> dict[str, Any]:
+def _profile(pending: PendingReads, customer_id: str, memo: dict[Any, Any]) -> dict[str, Any]:
     """The customer's profile from what the memo already holds (`("snapshot", id)`: the
-    billing state read for a batch; `"customers"`: customers-table records), else read."""
+    billing state read for a batch; `"customers"`: customers-table records), else read;
+    with what the batch learnt applied."""
     snapshot: CustomerSnapshot | None = memo.get(("snapshot", customer_id))
     if snapshot is None:
-        return compute_profile(store, customer_id)
+        return compute_profile(pending, customer_id)
     records: dict[str, CustomerRecord | None] = memo.setdefault("customers", {})
-    if customer_id not in records:  # e.g. just fetched from the Stripe API and stored
-        records[customer_id] = store.get_customer(customer_id)
-    record = records[customer_id]
-    return profile_from_state(customer_id, snapshot.state, known_from_record(record))
+    if customer_id not in records:
+        records[customer_id] = pending.get_customer(customer_id)
+    record = pending.customer_with_pending(customer_id, records[customer_id])
+    state = pending.state_with_pending(customer_id, snapshot.state)
+    return profile_from_state(customer_id, state, known_from_record(record))
 
 
 def is_deleted_person(event: dict[str, Any], person: Person) -> bool:

@@ -29,7 +29,7 @@ from typing import Any
 
 from billbridge.billing.discounts import subscription_mrr
 from billbridge.billing.values import metered_count, primary_item
-from billbridge.store.base import Store
+from billbridge.store.pending import BillingReads
 from billbridge.store.records import CustomerRecord
 from billbridge.store.records_billing import BillingState
 
@@ -251,7 +251,9 @@ def known_from_record(record: CustomerRecord | None) -> dict[str, Any]:
     return {"email": record.email, "name": record.name, "created": record.created}
 
 
-def compute_profile(store: Store, customer_id: str, *, now: int | None = None) -> dict[str, Any]:
+def compute_profile(
+    store: BillingReads, customer_id: str, *, now: int | None = None
+) -> dict[str, Any]:
     """The SPEC §4 billing-profile attributes of the customer, from the projection (and
     the customers table for email, name and created); absent when unknown."""
     known = known_from_record(store.get_customer(customer_id))

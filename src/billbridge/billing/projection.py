@@ -225,23 +225,23 @@ def apply_event(store: Store, event: dict[str, Any]) -> bool:
     return store.apply_billing(rows_for_event(event))
 
 
-def link_customer(store: Store, event: dict[str, Any], customer_id: str) -> bool:
-    """Record the customer found for an object whose payload had none (a dispute, whose
-    charge names the customer); a row that already has a customer keeps it."""
+def link_rows(event: dict[str, Any], customer_id: str) -> list[BillingRow]:
+    """The rows recording the customer found for an object whose payload had none (a
+    dispute, whose charge names the customer); applied, a row that already has a
+    customer keeps it. Empty when there is nothing to link."""
     obj = object_of(event)
     if _customer_of(as_text(obj.get("object")) or "", obj) is not None:
-        return False
+        return []
     created = event.get("created")
     if not isinstance(created, int) or isinstance(created, bool):
-        return False
-    rows = rows_for_object(
+        return []
+    return rows_for_object(
         obj,
         watermark=created,
         account=as_text(event.get("account")),
         event_type=as_text(event.get("type")),
         customer_id=customer_id,
     )
-    return store.apply_billing(rows)
 
 
 def state_of_objects(objects: list[dict[str, Any]], *, watermark: int = 0) -> BillingState:

@@ -45,7 +45,7 @@ from typing import Any
 
 from billbridge.billing.discounts import discount_summaries, subscription_mrr
 from billbridge.billing.values import as_bool, as_int, is_metered, item_summaries, primary_item
-from billbridge.store.base import Store
+from billbridge.store.pending import BillingReads
 from billbridge.stripe.events import (
     current_period_end_of,
     current_period_start_of,
@@ -199,7 +199,7 @@ def _trial_changes(event: dict[str, Any]) -> dict[str, Any]:
     return {"trial_will_end": {"before": before, "after": after}}
 
 
-def _invoice_changes(event: dict[str, Any], store: Store | None) -> dict[str, Any]:
+def _invoice_changes(event: dict[str, Any], store: BillingReads | None) -> dict[str, Any]:
     invoice = object_of(event)
     attempts = as_int(invoice.get("attempt_count")) or 0
     failed_before = attempts > 1
@@ -234,7 +234,7 @@ def _line_period_starts(invoice: dict[str, Any]) -> set[int]:
     return starts
 
 
-def _trial_converted(event: dict[str, Any], store: Store | None) -> dict[str, Any]:
+def _trial_converted(event: dict[str, Any], store: BillingReads | None) -> dict[str, Any]:
     invoice = object_of(event)
     paid = as_int(invoice.get("amount_paid")) or 0
     subscription_id = subscription_id_of_invoice(invoice)
@@ -266,7 +266,7 @@ def _trial_converted(event: dict[str, Any], store: Store | None) -> dict[str, An
     }
 
 
-def derive_changes(event: dict[str, Any], store: Store | None = None) -> dict[str, Any]:
+def derive_changes(event: dict[str, Any], store: BillingReads | None = None) -> dict[str, Any]:
     """The semantic events this Stripe event means (see the module docstring), by name."""
     event_type = event.get("type")
     if event_type == "customer.subscription.updated":

@@ -3,10 +3,12 @@
 Three phases per batch of claims, so the costs that do not depend on the number of
 deliveries are paid once per batch, not once per delivery:
 
-    decide   (one worker thread)  workflow, test-mode policy, person, filter, plan
+    decide   (one worker thread)  workflow, test-mode policy, then the decision chain
+                                  (delivery/decision.py: person, filter, plan); reads only
     send     (event loop)         Track person calls of several deliveries as ONE
                                   `POST /api/v2/batch`; anything else one call each
-    record   (one store write)    every outcome and attempt in one transaction
+    record   (one store write)    every outcome and attempt in one transaction, with
+                                  what deciding learnt from Stripe (customers, projection)
 
 The order of decisions for one delivery, each recorded as its status:
 
@@ -41,11 +43,11 @@ import anyio
 import orjson
 import structlog
 
-from billbridge.billing.context import billing_context, deleted_policy_skip
 from billbridge.config import CioMode, Settings
 from billbridge.customerio.client import CustomerIOClient
 from billbridge.customerio.requests import CioRequest
 from billbridge.customerio.v2 import to_batch_operation
+from billbridge.delivery.decision import DecisionBatch, DecisionChain, Failed, Skipped
 from billbridge.delivery.retry import RetryPolicy
 from billbridge.errors import (
     AmbiguousSendError,
@@ -65,17 +67,9 @@ from billbridge.store.records import (
     Completion,
     DeliveryStatus,
 )
-from billbridge.stripe.events import customer_id_of
+from billbridge.store.records_billing import DiscoveredFacts
 from billbridge.workflows.catalog import WorkflowCatalog
-from billbridge.workflows.late_events import (
-    LateDecision,
-    LateSkip,
-    recorded_policy,
-    send_now,
-    summary_with_late,
-)
-from billbridge.workflows.planner import Skip, plan_action
-from billbridge.workflows.templates import TemplateError
+from billbridge.workflows.late_events import LateDecision, recorded_policy, summary_with_late
 
 log = structlog.get_logger("billbridge.delivery")
 
@@ -113,29 +107,32 @@ class DeliveryExecutor:
         self._settings = settings
         self._store = store
         self._catalog = catalog
-        self._resolver = resolver
+        self._chain = DecisionChain(settings, store, resolver)
         self._cio = cio
         self._policy = policy
         self._metrics = metrics
 
     async def run_many(self, claims: Sequence[ClaimedDelivery]) -> list[Completion]:
         """Attempt each delivery once and record every outcome. Never raises."""
-        decided = await anyio.to_thread.run_sync(self._decide_all, claims)
+        decided, facts = await anyio.to_thread.run_sync(self._decide_all, claims)
         done = [item for item in decided if isinstance(item, Completion)]
         ready = [item for item in decided if isinstance(item, _Ready)]
         if ready:
             done.extend(await self._send_all(ready))
-        await self._record(done)
+        await self._record(done, facts)
         return done
 
-    async def _finish_when_possible(self, completions: list[Completion]) -> list[bool]:
-        """Record the outcomes, waiting out a database outage: what was sent must be
-        recorded (a transactional send's success above all), even if only to be fenced
-        out because another worker has taken the deliveries over meanwhile."""
+    async def _finish_when_possible(
+        self, completions: list[Completion], facts: DiscoveredFacts
+    ) -> list[bool]:
+        """Record the outcomes with the facts learnt deciding them, waiting out a database
+        outage: what was sent must be recorded (a transactional send's success above all),
+        even if only to be fenced out because another worker has taken the deliveries over
+        meanwhile (the facts are written anyway: they are true whoever owns them)."""
         delay = RECORD_RETRY_FIRST
         while True:
             try:
-                return await anyio.to_thread.run_sync(self._store.finish_many, completions)
+                return await anyio.to_thread.run_sync(self._store.finish_many, completions, facts)
             except StoreUnavailableError as exc:
                 log.warning(
                     "could not record delivery outcomes; trying again",
@@ -148,46 +145,32 @@ class DeliveryExecutor:
 
     # Decide -------------------------------------------------------------------------------
 
-    def _decide_all(self, claims: Sequence[ClaimedDelivery]) -> list[Completion | _Ready]:
-        # Shared by the deliveries decided together: an event is parsed and its person
-        # resolved once, a customer's profile computed once.
-        memo: dict[Any, Any] = {}
-        self._prefetch(claims, memo)
-        return [self._decide_safely(claim, memo) for claim in claims]
-
-    def _prefetch(self, claims: Sequence[ClaimedDelivery], memo: dict[Any, Any]) -> None:
-        """Parse the batch's events and read their customers (records and billing state)
-        with a few queries for all of them instead of several per delivery."""
-        customer_ids: set[str] = set()
+    def _decide_all(
+        self, claims: Sequence[ClaimedDelivery]
+    ) -> tuple[list[Completion | _Ready], DiscoveredFacts]:
+        # One decision batch: an event is parsed and its person resolved once, a
+        # customer's profile computed once; what it learns is recorded with the outcomes.
+        batch = self._chain.batch()
+        events: dict[int, dict[str, Any]] = {}
         for claim in claims:
-            event_key = ("event", claim.event_id)
-            if event_key not in memo:
+            if claim.event_id not in events:
                 try:
-                    memo[event_key] = orjson.loads(claim.payload)
+                    events[claim.event_id] = orjson.loads(claim.payload)
                 except ValueError:
                     continue  # decided (and failed) on its own
-                customer_id = customer_id_of(memo[event_key])
-                if customer_id is not None:
-                    customer_ids.add(customer_id)
-        memo["customers"] = {}
-        if not customer_ids:
-            return
-        try:
-            snapshots = self._store.customer_snapshots(customer_ids)
-        except Exception as exc:  # each delivery then reads (or fails) on its own
-            log.warning("could not read the batch's customers", error_type=type(exc).__name__)
-            return
-        for customer_id, snapshot in snapshots.items():
-            memo["customers"][customer_id] = snapshot.record
-            memo[("snapshot", customer_id)] = snapshot
+        batch.prefetch(events.values())
+        decided = [self._decide_safely(claim, batch, events) for claim in claims]
+        return decided, batch.facts()
 
-    def _decide_safely(self, claim: ClaimedDelivery, memo: dict[Any, Any]) -> Completion | _Ready:
+    def _decide_safely(
+        self, claim: ClaimedDelivery, batch: DecisionBatch, events: dict[int, dict[str, Any]]
+    ) -> Completion | _Ready:
         started = time.time()
         structlog.contextvars.bind_contextvars(
             stripe_event_id=claim.stripe_event_id, delivery_id=claim.delivery_id
         )
         try:
-            return self._decide(claim, started, memo)
+            return self._decide(claim, started, batch, events)
         except Exception as exc:  # a bug must not kill the worker or lose the delivery
             log.exception("delivery crashed; it will be retried", error_type=type(exc).__name__)
             error = RetryableDeliveryError(f"internal error: {type(exc).__name__}")
@@ -197,7 +180,11 @@ class DeliveryExecutor:
             structlog.contextvars.unbind_contextvars("stripe_event_id", "delivery_id")
 
     def _decide(
-        self, claim: ClaimedDelivery, started: float, memo: dict[Any, Any]
+        self,
+        claim: ClaimedDelivery,
+        started: float,
+        batch: DecisionBatch,
+        events: dict[int, dict[str, Any]],
     ) -> Completion | _Ready:
         workflow = self._catalog.get(claim.workflow_id)
         if workflow is None:
@@ -216,15 +203,11 @@ class DeliveryExecutor:
         if mode is None:
             return _skip(claim, started, dry_reason or "")
 
-        event_key = ("event", claim.event_id)
-        if event_key not in memo:
-            memo[event_key] = orjson.loads(claim.payload)
-        event: dict[str, Any] = memo[event_key]
+        if claim.event_id not in events:
+            events[claim.event_id] = orjson.loads(claim.payload)
+        event = events[claim.event_id]
         try:
-            person_key = ("person", claim.event_id)
-            if person_key not in memo:
-                memo[person_key] = self._resolver.resolve(event, known=memo.get("customers"))
-            person = memo[person_key]
+            person = batch.person(event, key=claim.event_id)
         except StripeAPIError as exc:
             if not exc.retryable:
                 raise
@@ -233,42 +216,25 @@ class DeliveryExecutor:
             return self._retry_or_fail(claim, error, attempt)
         if isinstance(person, Unresolved):
             return _skip(claim, started, person.reason)
-        policy = self._settings.customer_deleted_policy
-        deleted_reason = deleted_policy_skip(workflow, claim.action_index, event, person, policy)
-        if deleted_reason is not None:
-            return _skip(claim, started, deleted_reason)
-        extra = billing_context(
-            self._store,
+        decided = batch.action(
             workflow,
             claim.action_index,
             event,
             person,
-            memo=memo,
-            stripe_api=self._resolver.stripe_api,
+            created=claim.event_created,
+            now=time.time(),
         )
-        try:
-            planned = plan_action(
-                workflow,
-                claim.action_index,
-                event,
-                person,
-                identifier_mode=self._settings.identifier,
-                profile=extra.profile,
-                changes=extra.changes,
-                deleted_policy=policy,
+        if isinstance(decided, Failed):
+            attempt = _attempt("terminal_error", None, started, error=decided.reason)
+            return _done(claim, "failed", attempt, decided.reason)
+        if isinstance(decided, Skipped):
+            if decided.request is None:
+                return _skip(claim, started, decided.reason)
+            attempt = _attempt(
+                "skipped", decided.request, started, error=decided.reason, late=decided.late
             )
-        except TemplateError as exc:
-            attempt = _attempt("terminal_error", None, started, error=str(exc))
-            return _done(claim, "failed", attempt, str(exc))
-        if isinstance(planned, Skip):
-            return _skip(claim, started, planned.reason)
-        sending, late = send_now(
-            planned, created=claim.event_created, now=time.time(), policy=workflow.late_events
-        )
-        if isinstance(sending, LateSkip):
-            attempt = _attempt("skipped", planned, started, error=sending.reason, late=late)
-            return _done(claim, "skipped", attempt, sending.reason)
-        planned = sending
+            return _done(claim, "skipped", attempt, decided.reason)
+        planned, late = decided.request, decided.late
 
         if dry_reason is not None:
             attempt = _attempt("dry_run", planned, started, late=late)
@@ -418,10 +384,10 @@ class DeliveryExecutor:
             retry_in=decision.delay,
         )
 
-    async def _record(self, completions: list[Completion]) -> None:
-        if not completions:
+    async def _record(self, completions: list[Completion], facts: DiscoveredFacts) -> None:
+        if not completions and not facts:
             return
-        owned = await self._finish_when_possible(completions)
+        owned = await self._finish_when_possible(completions, facts)
         for completion, still_owned in zip(completions, owned, strict=True):
             self._metrics.attempts.labels(completion.attempt.outcome).inc()
             late = recorded_policy(completion.attempt.request)

@@ -39,7 +39,12 @@ from billbridge.store.records_access import (
     ThrottleLimit,
     UserRecord,
 )
-from billbridge.store.records_billing import BillingRow, BillingState, CustomerSnapshot
+from billbridge.store.records_billing import (
+    BillingRow,
+    BillingState,
+    CustomerSnapshot,
+    DiscoveredFacts,
+)
 from billbridge.store.records_fleet import RateReservation
 from billbridge.store.records_ops import HeldBack, RecentAttempt, RetryingSummary
 
@@ -141,9 +146,13 @@ class Store(ABC):
         """Mark the delivery `retrying`, due `delay_seconds` from now; append the attempt."""
 
     @abstractmethod
-    def finish_many(self, completions: Sequence[Completion]) -> list[bool]:
+    def finish_many(
+        self, completions: Sequence[Completion], facts: DiscoveredFacts | None = None
+    ) -> list[bool]:
         """Record several attempts at once, in one transaction: each completion with a
         status acts like `complete`, one without like `reschedule` after `retry_in`.
+        `facts` (what deciding them learnt from Stripe) are written in that transaction,
+        whether or not the claims still own their deliveries (`record_facts`).
         Returns, for each, whether its claim still owned the delivery."""
 
     @abstractmethod
@@ -237,6 +246,12 @@ class Store(ABC):
         """Upsert each row unless the stored one has an order_key at least as great (the
         ordering guard); sticky flags and a missing customer id are filled in anyway.
         Returns whether anything changed."""
+
+    @abstractmethod
+    def record_facts(self, facts: DiscoveredFacts) -> None:
+        """Write discovered facts in one transaction: customers upserted under their
+        watermark, billing rows under the ordering guard (like `upsert_customer` and
+        `apply_billing`)."""
 
     @abstractmethod
     def billing_state(self, customer_id: str) -> BillingState:

@@ -35,7 +35,7 @@ from billbridge.store.records import (
     WorkerInfo,
     WorkerRecord,
 )
-from billbridge.store.records_billing import BillingRow
+from billbridge.store.records_billing import BillingRow, DiscoveredFacts
 from billbridge.store.statements import Statements
 from billbridge.store.tables_billing import BILLING_TABLES, JSON_COLUMNS
 
@@ -390,6 +390,13 @@ def billing_values(row: BillingRow, table: sa.Table) -> dict[str, Any]:
     return values
 
 
+def record_facts(db: Db, facts: DiscoveredFacts) -> None:
+    """What deciding deliveries learnt from Stripe (customers, projection rows), under
+    the same guards as ingest: a customer's watermark, a row's order key."""
+    upsert_customers(db, facts.customers)
+    apply_billing(db, facts.billing)
+
+
 # Claims and finishes -----------------------------------------------------------------------
 
 
@@ -447,11 +454,16 @@ class Finish:
     counted: bool = True
 
 
-def finish(db: Db, finishes: Sequence[Finish]) -> list[bool]:
+def finish(db: Db, finishes: Sequence[Finish], facts: DiscoveredFacts | None = None) -> list[bool]:
     """Record attempts: each is appended (it happened); each delivery changes only while
     its claim still owns it (the fencing token). Returns, for each, whether it owned.
     Distinct deliveries go together in three statements; a delivery named twice makes
-    them go one at a time, in order (the later sees the earlier)."""
+    them go one at a time, in order (the later sees the earlier). `facts` learnt while
+    deciding them are written first, in the same transaction, owned or not."""
+    if facts:
+        record_facts(db, facts)
+    if not finishes:
+        return []
     if len({f.delivery_id for f in finishes}) < len(finishes):
         return [owned for f in finishes for owned in finish_together(db, [f])]
     return finish_together(db, finishes)

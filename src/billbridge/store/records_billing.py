@@ -62,3 +62,16 @@ class CustomerSnapshot:
 
     record: CustomerRecord | None
     state: BillingState
+
+
+@dataclass(frozen=True)
+class DiscoveredFacts:
+    """What deciding deliveries learnt from Stripe and has not written: customers read
+    from the API, projection rows from expanded reads and customer links. True whoever
+    owns the deliveries, so written with the batch's outcome even when it is fenced out."""
+
+    customers: tuple[CustomerRecord, ...] = ()
+    billing: tuple[BillingRow, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.customers or self.billing)

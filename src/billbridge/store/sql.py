@@ -53,7 +53,7 @@ from billbridge.store.records import (
     WorkerRecord,
     WorkflowRecord,
 )
-from billbridge.store.records_billing import BillingRow
+from billbridge.store.records_billing import BillingRow, DiscoveredFacts
 from billbridge.store.sql_access import SqlAccessMixin
 from billbridge.store.sql_billing import SqlBillingMixin
 from billbridge.store.sql_fleet import SqlFleetMixin
@@ -296,7 +296,9 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin):
             [Finish(delivery_id, claim_id, None, attempt, error, None, delay_seconds)]
         )[0]
 
-    def finish_many(self, completions: Sequence[Completion]) -> list[bool]:
+    def finish_many(
+        self, completions: Sequence[Completion], facts: DiscoveredFacts | None = None
+    ) -> list[bool]:
         for c in completions:
             if c.status is not None and c.status not in FINAL_STATUSES:
                 raise ValueError(f"a completion takes a final status, not {c.status!r}")
@@ -306,13 +308,14 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin):
                     c.delivery_id, c.claim_id, c.status, c.attempt, c.error, c.sent_ok, c.retry_in
                 )
                 for c in completions
-            ]
+            ],
+            facts,
         )
 
-    def _finish(self, finishes: list[Finish]) -> list[bool]:
-        if not finishes:
+    def _finish(self, finishes: list[Finish], facts: DiscoveredFacts | None = None) -> list[bool]:
+        if not finishes and not facts:
             return []
-        return self._write(lambda conn: outbox.finish(self._db(conn), finishes))
+        return self._write(lambda conn: outbox.finish(self._db(conn), finishes, facts))
 
     def extend_lease(self, delivery_id: int, claim_id: str, lease_seconds: float) -> bool:
         return self._write(

@@ -17,10 +17,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from billbridge.store.base import Store
-from billbridge.store.outbox import Db, apply_billing
+from billbridge.store.outbox import Db, apply_billing, record_facts
 from billbridge.store.queries import customer_record
 from billbridge.store.records import CustomerRecord
-from billbridge.store.records_billing import BillingRow, BillingState, CustomerSnapshot
+from billbridge.store.records_billing import (
+    BillingRow,
+    BillingState,
+    CustomerSnapshot,
+    DiscoveredFacts,
+)
 from billbridge.store.tables import customers
 from billbridge.store.tables_billing import (
     BILLING_TABLES,
@@ -95,6 +100,10 @@ class SqlBillingMixin(Store):
         if not rows:
             return False
         return self._write(lambda conn: apply_billing(self._db(conn), rows))
+
+    def record_facts(self, facts: DiscoveredFacts) -> None:
+        if facts:
+            self._write(lambda conn: record_facts(self._db(conn), facts))
 
     # Reads --------------------------------------------------------------------------------
 

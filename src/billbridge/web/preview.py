@@ -3,9 +3,11 @@
     steps = await preview_workflow(services, workflow, event)
     [step.summary() for step in steps]   # {"action_index", "action", "status", "request", "reason"}
 
-Nothing is sent and nothing is stored (the identity resolver may cache a customer it
-read from Stripe, as it does for a real delivery). Used by `POST /api/workflows/{id}/test`,
-and meant for the CLI and the dashboard's "Try it".
+The steps are the delivery's own decision chain (`billbridge.delivery.decision`), so the
+preview shows what a delivery would send now. Nothing is sent and nothing is stored: what
+the chain learns from Stripe (a customer, an object completed for the profile) is
+dropped (the Stripe client may cache a read, as it does for a real delivery). Used by
+`POST /api/workflows/{id}/test` and the dashboard's "Try it".
 """
 
 from __future__ import annotations
@@ -16,17 +18,12 @@ from typing import Any, Literal
 
 import anyio
 
-from billbridge.billing.context import billing_context, deleted_policy_skip
-from billbridge.config import Settings
 from billbridge.customerio.requests import CioRequest
+from billbridge.delivery.decision import DecisionBatch, DecisionChain, Failed, Skipped
 from billbridge.errors import StripeAPIError
 from billbridge.identity import Person, Unresolved
 from billbridge.services import Services
-from billbridge.store.base import Store
-from billbridge.workflows.late_events import LateSkip, send_now
 from billbridge.workflows.model import Workflow
-from billbridge.workflows.planner import Skip, plan_action
-from billbridge.workflows.templates import TemplateError
 
 StepStatus = Literal["planned", "skipped", "error"]
 
@@ -68,70 +65,51 @@ def _all(workflow: Workflow, status: StepStatus, reason: str) -> list[PreviewSte
 
 
 def plan_steps(
-    workflow: Workflow,
-    event: dict[str, Any],
-    person: Person,
-    *,
-    settings: Settings,
-    store: Store,
+    workflow: Workflow, event: dict[str, Any], person: Person, batch: DecisionBatch
 ) -> list[PreviewStep]:
-    """Plan every action of `workflow` for `event` and `person` as a delivery would: with
-    the billing profile and semantic changes as they are now (read, never written)."""
+    """Plan every action of `workflow` for `event` and `person` through the delivery's own
+    decision chain: the billing profile and semantic changes as a delivery would send
+    them now (what the chain learns from Stripe stays in `batch`, never written)."""
     steps: list[PreviewStep] = []
-    memo: dict[Any, Any] = {}
-    policy = settings.customer_deleted_policy
+    created = event.get("created")
     for index, action in enumerate(workflow.actions):
         try:
-            skip_reason = deleted_policy_skip(workflow, index, event, person, policy)
-            if skip_reason is not None:
-                steps.append(PreviewStep(index, action.type, "skipped", reason=skip_reason))
-                continue
-            extra = billing_context(
-                store, workflow, index, event, person, memo=memo, record_links=False
-            )
-            planned = plan_action(
+            decided = batch.action(
                 workflow,
                 index,
                 event,
                 person,
-                identifier_mode=settings.identifier,
-                profile=extra.profile,
-                changes=extra.changes,
-                deleted_policy=policy,
+                created=created if isinstance(created, int) else int(time.time()),
+                now=time.time(),
             )
-        except (TemplateError, ValueError) as exc:
+        except ValueError as exc:
             steps.append(PreviewStep(index, action.type, "error", reason=str(exc)))
             continue
-        if isinstance(planned, Skip):
-            steps.append(PreviewStep(index, action.type, "skipped", reason=planned.reason))
-            continue
-        # Sent now, an event older than 72 h follows the workflow's late_events policy.
-        created = event.get("created")
-        sending, _late = send_now(
-            planned,
-            created=created if isinstance(created, int) else int(time.time()),
-            now=time.time(),
-            policy=workflow.late_events,
-        )
-        if isinstance(sending, LateSkip):
-            steps.append(PreviewStep(index, action.type, "skipped", reason=sending.reason))
-            continue
-        steps.append(
-            PreviewStep(index, action.type, "planned", request=sending.summary(), planned=sending)
-        )
+        if isinstance(decided, Failed):
+            steps.append(PreviewStep(index, action.type, "error", reason=decided.reason))
+        elif isinstance(decided, Skipped):
+            steps.append(PreviewStep(index, action.type, "skipped", reason=decided.reason))
+        else:
+            request = decided.request
+            steps.append(
+                PreviewStep(
+                    index, action.type, "planned", request=request.summary(), planned=request
+                )
+            )
     return steps
 
 
 def preview_sync(services: Services, workflow: Workflow, event: dict[str, Any]) -> Preview:
-    """Resolve the person (may read the store and the Stripe API), then plan each action."""
+    """Resolve the person (may read the store and the Stripe API), then plan each action.
+    Writes nothing: the facts the decisions learnt are dropped."""
+    batch = DecisionChain(services.settings, services.store, services.resolver).batch()
     try:
-        person = services.resolver.resolve(event)
+        person = batch.person(event)
     except StripeAPIError as exc:
         return Preview(None, _all(workflow, "error", f"could not resolve the person: {exc}"))
     if isinstance(person, Unresolved):
         return Preview(None, _all(workflow, "skipped", person.reason))
-    steps = plan_steps(workflow, event, person, settings=services.settings, store=services.store)
-    return Preview(person, steps)
+    return Preview(person, plan_steps(workflow, event, person, batch))
 
 
 async def preview_workflow(
