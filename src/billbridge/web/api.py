@@ -16,7 +16,7 @@ import anyio
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from billbridge.errors import StoreUnavailableError, WorkflowValidationError
+from billbridge.errors import EventPrunedError, StoreUnavailableError, WorkflowValidationError
 from billbridge.services import Services
 from billbridge.store.records import EventFilter, EventStatus
 from billbridge.stripe.events import check_event_bounds
@@ -32,6 +32,7 @@ from billbridge.web.schemas import (
     HeldBackOut,
     PersonOut,
     PlannedRequestOut,
+    PrunedOut,
     ReplayFailedOut,
     ReplayOut,
     TestEventOut,
@@ -46,6 +47,12 @@ T = TypeVar("T")
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such event or workflow"}
+}
+PRUNED: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": PrunedOut,
+        "description": "The event's payload was removed (retention or erasure): no replay",
+    }
 }
 INVALID: dict[int | str, dict[str, Any]] = {
     422: {"model": ValidationErrorOut, "description": "The workflow is invalid"}
@@ -145,11 +152,11 @@ def _add_event_routes(router: APIRouter) -> None:
             "with the reason (and in `skipped_sent` when it succeeded)."
         ),
         response_model=ReplayOut,
-        responses=NOT_FOUND,
+        responses={**NOT_FOUND, **PRUNED},
     )
     async def replay_event(
         request: Request, stripe_event_id: str, force: bool = False
-    ) -> ReplayOut:
+    ) -> ReplayOut | JSONResponse:
         services = _services(request)
         window = services.settings.retry_window
         try:
@@ -160,6 +167,8 @@ def _add_event_routes(router: APIRouter) -> None:
             )
         except KeyError:
             raise HTTPException(404, f"no event {stripe_event_id!r} is stored") from None
+        except EventPrunedError as exc:
+            return JSONResponse({"detail": str(exc), "reason": exc.reason}, status_code=409)
         return ReplayOut(
             stripe_event_id=report.stripe_event_id,
             replayed=report.replayed,

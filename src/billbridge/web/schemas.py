@@ -270,6 +270,11 @@ class ErrorOut(_Out):
     detail: str
 
 
+class PrunedOut(_Out):
+    detail: str
+    reason: str = Field(description="retention or erasure", examples=["retention"])
+
+
 class ValidationErrorOut(_Out):
     detail: str = Field(examples=["invalid workflow"])
     errors: dict[str, str] = Field(description="field path -> what is wrong")
