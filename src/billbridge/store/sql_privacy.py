@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import abstractmethod
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
@@ -118,59 +118,83 @@ class SqlPrivacyMixin(Store):
                 .order_by(events.c.pruned_at, events.c.received_at)
                 .limit(limit)
             ).all()
-            for row in rows:
-                values = personal_values(row.payload) | ({row.email} if row.email else set())
-                self._scrub_event(conn, row, values, now, "retention")
+            values = {
+                int(row.id): personal_values(row.payload) | ({row.email} if row.email else set())
+                for row in rows
+            }
+            self._scrub_events(conn, rows, values, now, "retention")
             return len(rows)
 
         return self._write(tx)
 
-    def _scrub_event(
-        self, conn: Connection, row: Any, values: set[str], now: float, reason: str
+    @staticmethod
+    def _scrub_events(
+        conn: Connection, rows: Sequence[Any], values: dict[int, set[str]], now: float, reason: str
     ) -> None:
-        """Stub one event's payload; clear its attempts' bodies; redact its errors."""
-        stub = payload_stub(row.stripe_event_id, row.type, int(row.created), bool(row.livemode))
-        changes: dict[str, Any] = {"payload": stub, "email": None, "pruned_reason": reason}
+        """Stub the events' payloads; clear their attempts' bodies; redact their errors.
+        A few statements per batch (executemany), whatever its size."""
+        if not rows:
+            return
+        ids = [int(row.id) for row in rows]
+        changes: dict[str, Any] = {
+            "payload": sa.bindparam("b_payload"),
+            "email": None,
+            "pruned_reason": reason,
+            "pruned_at": sa.func.coalesce(events.c.pruned_at, now),
+        }
         if reason == "erasure":
             changes["customer_id"] = None
             changes["object_id"] = sa.case(
-                (events.c.object_id.like("cus\\_%", escape="\\"), None), else_=events.c.object_id
+                (events.c.object_id.like("cus\\_%", escape="\\"), None),
+                else_=events.c.object_id,
             )
         conn.execute(
-            sa.update(events)
-            .where(events.c.id == row.id)
-            .values(pruned_at=sa.func.coalesce(events.c.pruned_at, now), **changes)
+            sa.update(events).where(events.c.id == sa.bindparam("b_id")).values(**changes),
+            [
+                {
+                    "b_id": int(row.id),
+                    "b_payload": payload_stub(
+                        row.stripe_event_id, row.type, int(row.created), bool(row.livemode)
+                    ),
+                }
+                for row in rows
+            ],
         )
         delivery_rows = conn.execute(
-            sa.select(deliveries.c.id, deliveries.c.last_error).where(
-                deliveries.c.event_id == row.id
+            sa.select(deliveries.c.id, deliveries.c.event_id, deliveries.c.last_error).where(
+                deliveries.c.event_id.in_(ids)
             )
         ).all()
-        for delivery in delivery_rows:
-            if delivery.last_error is not None:
-                conn.execute(
-                    sa.update(deliveries)
-                    .where(deliveries.c.id == delivery.id)
-                    .values(last_error=redact(delivery.last_error, values))
-                )
-        ids = [int(d.id) for d in delivery_rows]
-        if not ids:
+        event_of = {int(d.id): int(d.event_id) for d in delivery_rows}
+        redacted = [
+            {"b_id": int(d.id), "b_error": redact(d.last_error, values[int(d.event_id)])}
+            for d in delivery_rows
+            if d.last_error is not None
+        ]
+        _update_changed(conn, deliveries, deliveries.c.last_error, redacted, delivery_rows)
+        if not event_of:
             return
         conn.execute(
             sa.update(attempts)
-            .where(attempts.c.delivery_id.in_(ids))
+            .where(
+                attempts.c.delivery_id.in_(list(event_of)),
+                sa.or_(attempts.c.request.is_not(None), attempts.c.response_body.is_not(None)),
+            )
             .values(request=None, response_body=None)
         )
-        for attempt in conn.execute(
-            sa.select(attempts.c.id, attempts.c.error).where(
-                attempts.c.delivery_id.in_(ids), attempts.c.error.is_not(None)
+        attempt_rows = conn.execute(
+            sa.select(attempts.c.id, attempts.c.delivery_id, attempts.c.error).where(
+                attempts.c.delivery_id.in_(list(event_of)), attempts.c.error.is_not(None)
             )
-        ).all():
-            conn.execute(
-                sa.update(attempts)
-                .where(attempts.c.id == attempt.id)
-                .values(error=redact(attempt.error, values))
-            )
+        ).all()
+        redacted = [
+            {
+                "b_id": int(a.id),
+                "b_error": redact(a.error, values[event_of[int(a.delivery_id)]]),
+            }
+            for a in attempt_rows
+        ]
+        _update_changed(conn, attempts, attempts.c.error, redacted, attempt_rows)
 
     def scrub_finished_erasures(self, limit: int) -> int:
         def tx(conn: Connection) -> int:
@@ -195,9 +219,11 @@ class SqlPrivacyMixin(Store):
                 .where(events.c.source == "erasure", events.c.pruned_at.is_(None), ~not_done)
                 .limit(limit)
             ).all()
-            for row in rows:
-                values = personal_values(row.payload) | _identifiers(row.payload)
-                self._scrub_event(conn, row, values, now, "erasure")
+            values = {
+                int(row.id): personal_values(row.payload) | _identifiers(row.payload)
+                for row in rows
+            }
+            self._scrub_events(conn, rows, values, now, "erasure")
             return len(rows)
 
         return self._write(tx)
@@ -303,9 +329,8 @@ class SqlPrivacyMixin(Store):
                     updated_at=now,
                 )
             )
-            for row in rows:
-                values = person.values | personal_values(row.payload)
-                self._scrub_event(conn, row, values, now, "erasure")
+            values = {int(row.id): person.values | personal_values(row.payload) for row in rows}
+            self._scrub_events(conn, rows, values, now, "erasure")
             return len(rows)
 
         return self._write(tx)
@@ -388,6 +413,25 @@ class SqlPrivacyMixin(Store):
             return records
 
         return self._read(read)
+
+
+def _update_changed(
+    conn: Connection,
+    table: sa.Table,
+    column: sa.Column[Any],
+    redacted: list[dict[str, Any]],
+    rows: Sequence[Any],
+) -> None:
+    """Write the redacted texts that differ from what is stored (one executemany)."""
+    before = {int(row.id): getattr(row, column.name) for row in rows}
+    changed = [item for item in redacted if item["b_error"] != before[item["b_id"]]]
+    if changed:
+        conn.execute(
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("b_id"))
+            .values({column.name: sa.bindparam("b_error")}),
+            changed,
+        )
 
 
 def _matching_events(ids: Collection[str], emails: Collection[str]) -> sa.ColumnElement[bool]:
