@@ -64,7 +64,7 @@ class EventPrunedError(BillbridgeError):
 
     def __init__(self, stripe_event_id: str, reason: str) -> None:
         why = (
-            "the person's data was erased"
+            "its payload was removed (the person's data was erased)"
             if reason == "erasure"
             else "its payload was removed after BILLBRIDGE_RETENTION_DAYS (retention)"
         )

@@ -301,6 +301,17 @@ def test_pruned_event_renders_and_refuses_replay_everywhere(
     metrics = httpx.get(run.url + "/metrics").text
     assert f"billbridge_retention_pruned_events_total {float(len(STORY))}" in metrics
 
+    shown = httpx.get(run.url + f"/api/events/{event_id}", headers=AUTH, timeout=10).json()
+    assert shown["pruned_reason"] == "retention"
+    assert set(shown["payload"]) == {"id", "object", "type", "created", "livemode"}
+    tried = httpx.post(
+        run.url + "/api/workflows/customer-created/test",
+        json={"stripe_event_id": event_id},
+        headers=AUTH,
+        timeout=10,
+    )
+    assert tried.status_code == 409
+    assert "retention" in tried.json()["detail"]
     api = httpx.post(run.url + f"/api/events/{event_id}/replay", headers=AUTH, timeout=10)
     assert api.status_code == 409
     assert api.json()["reason"] == "retention"

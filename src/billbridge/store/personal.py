@@ -40,6 +40,13 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _MAX_DEPTH = 64  # payloads are bounded to this nesting at ingest
 
 
+def pruned_words(reason: str) -> str:
+    """Why a stored payload is only a stub, for people (`reason`: retention or erasure)."""
+    if reason == "erasure":
+        return "its payload was removed (the person's data was erased)"
+    return "its payload was removed after BILLBRIDGE_RETENTION_DAYS (retention)"
+
+
 def payload_stub(stripe_event_id: str, event_type: str, created: int, livemode: bool) -> str:
     """What a pruned or erased payload becomes: the event's identity, no personal data."""
     return compact_json_text(

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from billbridge.errors import EventPrunedError, StoreUnavailableError, WorkflowValidationError
 from billbridge.services import Services
+from billbridge.store.personal import pruned_words
 from billbridge.store.records import EventFilter, EventStatus
 from billbridge.stripe.events import check_event_bounds
 from billbridge.stripe.samples import SAMPLE_EVENT_TYPES, sample_event
@@ -372,6 +373,9 @@ async def _test_event(
         detail = await _run(lambda: services.store.get_event(stripe_event_id))
         if detail is None:
             raise HTTPException(404, f"no event {stripe_event_id!r} is stored")
+        if detail.pruned_reason is not None:
+            words = pruned_words(detail.pruned_reason)
+            raise HTTPException(409, f"{stripe_event_id}: {words}; test on a sample or `event`")
         stored: dict[str, Any] = json.loads(detail.payload)
         return stored
     event_type = body.event_type or workflow.trigger.events[0]
