@@ -35,8 +35,10 @@ _ERASURE_DONE = ("succeeded", "skipped", "dry_run")
 
 
 def matched_hash(value: str) -> str:
-    """The SHA-256 hex an erasure records for what it was asked to match."""
-    return hashlib.sha256(value.strip().lower().encode()).hexdigest()
+    """The SHA-256 hex an erasure records for what it was asked to match: the customer id
+    as given, an email lower-cased (so "was X erased?" is answered by hashing X again)."""
+    text = value.strip()
+    return hashlib.sha256((text.lower() if "@" in text else text).encode()).hexdigest()
 
 
 def _unfinished(event_id: sa.ColumnElement[Any]) -> sa.Exists:
