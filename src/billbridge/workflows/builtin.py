@@ -27,14 +27,16 @@ ERASURE_ACTION_INDEX = {"delete": 0, "suppress": 1}
 
 def erasure_workflow() -> Workflow:
     """The workflow erasure deliveries run (disabled: no Stripe event ever triggers it)."""
-    return Workflow(
+    # Built unvalidated: the id is reserved for it, and its event type is not a Stripe one.
+    return Workflow.model_construct(
         id=ERASURE_WORKFLOW_ID,
         name="Erasure (built in)",
         enabled=False,
         description="Deletes or suppresses an erased person in Customer.io.",
-        # The internal event type is not a Stripe one: the trigger is built unvalidated.
         trigger=Trigger.model_construct(events=[ERASURE_EVENT_TYPE], mode="any"),
+        filter=None,
         actions=[DeletePersonAction(), SuppressPersonAction()],
+        late_events="record",
     )
 
 
