@@ -40,6 +40,7 @@ ACCESS_TABLES = (
     "alert_state",
     "login_throttle",
     "alert_counts",
+    "erasures",
 )
 FLEET_TABLES = ("rate_limits",)
 BILLING_TABLES = (

@@ -25,6 +25,7 @@ from billbridge.ingest import IngestService
 from billbridge.observability import Metrics
 from billbridge.services import Services
 from billbridge.web.api import build_api_router
+from billbridge.web.api_privacy import build_privacy_api_router
 from billbridge.web.dashboard import install_dashboard
 from billbridge.web.headers import SecurityHeaders
 from billbridge.web.openapi import install_openapi
@@ -168,6 +169,7 @@ def create_app(
         return await metrics_response(metrics)
 
     app.include_router(build_api_router())
+    app.include_router(build_privacy_api_router())
     install_access(app, settings)  # login, sessions, /api/* guard, settings pages and API
     install_dashboard(app)  # overview, events, workflows, "Try it" and /static
     install_openapi(app)  # security schemes, error shapes, the webhook's body: /openapi.json

@@ -27,6 +27,7 @@ from billbridge.cli_common import (
 )
 from billbridge.cli_doctor import doctor
 from billbridge.cli_events import events_app, replay
+from billbridge.cli_privacy import erase, erasures
 from billbridge.cli_stripe import backfill, reconcile, setup_webhook
 from billbridge.cli_workflows import workflows_app
 from billbridge.config import Settings, dev_webhook_secret, load_settings
@@ -277,6 +278,8 @@ app.command("doctor")(doctor)
 app.command("reconcile")(reconcile)
 app.command("backfill")(backfill)
 app.command("setup-webhook")(setup_webhook)
+app.command("erase")(erase)
+app.command("erasures")(erasures)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from billbridge.cli_common import (
     table,
 )
 from billbridge.config import load_settings
+from billbridge.errors import EventPrunedError
 from billbridge.store.base import Store
 from billbridge.store.records import EventFilter, EventStatus
 from billbridge.store.records_ops import HeldBack
@@ -234,7 +235,7 @@ def replay(
 
 
 def _replay_events(store: Store, ids: list[str], *, force: bool, retry_window: float) -> int:
-    """Replay each event, print what happened; returns how many ids were unknown."""
+    """Replay each event, print what happened; returns how many could not be (unknown, pruned)."""
     missing = 0
     for stripe_event_id in ids:
         try:
@@ -243,6 +244,10 @@ def _replay_events(store: Store, ids: list[str], *, force: bool, retry_window: f
             )
         except KeyError:
             echo_error(f"{stripe_event_id}: no such event is stored")
+            missing += 1
+            continue
+        except EventPrunedError as exc:
+            echo_error(f"error: {exc}")
             missing += 1
             continue
         numbers = ", ".join(f"#{delivery_id}" for delivery_id in report.replayed)

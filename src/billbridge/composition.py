@@ -31,11 +31,13 @@ from billbridge.customerio.pacing import Pacer
 from billbridge.delivery.executor import DeliveryExecutor
 from billbridge.delivery.retry import RetryPolicy
 from billbridge.delivery.worker import Worker, live_workers
+from billbridge.erasure import Eraser
 from billbridge.errors import ConfigurationError
 from billbridge.health import health_app
 from billbridge.identity import IdentityResolver
 from billbridge.ingest import IngestService
 from billbridge.observability import Metrics
+from billbridge.retention import Retention
 from billbridge.secret_box import SecretBox
 from billbridge.services import Services
 from billbridge.store import POSTGRES_SCHEMES, open_store
@@ -171,6 +173,17 @@ def start_alert_monitor(services: Services, stop: asyncio.Event) -> asyncio.Task
     return asyncio.create_task(AlertMonitor(services).run(stop), name="billbridge-alerts")
 
 
+def start_retention(services: Services, stop: asyncio.Event) -> asyncio.Task[None]:
+    """The retention loop (one process of a fleet prunes per interval) until `stop` is set."""
+    retention = Retention(services.store, services.settings, services.metrics)
+    return asyncio.create_task(retention.run(stop), name="billbridge-retention")
+
+
+def build_eraser(services: Services) -> Eraser:
+    """What `billbridge erase` and `POST /api/customers/{id}/erase` run."""
+    return Eraser(services.store, services.settings, services.metrics)
+
+
 def build_ingest(services: Services, secrets: tuple[str, ...] = ()) -> IngestService:
     """The insert path of webhooks (verifying with `secrets`), reconcile and backfill."""
     return IngestService(
@@ -215,7 +228,7 @@ def start_reconcile(
 @dataclass
 class RunningServe:
     """What `serve`'s lifespan holds: the services, the webhook ingest and the background
-    tasks (the worker unless --no-worker, the alert loop, the periodic reconcile)."""
+    tasks (the worker unless --no-worker, the alert loop, retention, the periodic reconcile)."""
 
     services: Services
     ingest: IngestService
@@ -249,6 +262,7 @@ async def start_serve(
     # With or without its worker: when every worker is gone, `serve --no-worker` is who
     # can still tell (the no_worker alert).
     tasks.append(start_alert_monitor(services, stop))
+    tasks.append(start_retention(services, stop))
     reconcile = start_reconcile(services, ingest, stop)
     if reconcile is not None:
         tasks.append(reconcile)
@@ -295,8 +309,8 @@ def start_health_server(
 def run_worker_process(
     settings: Settings, concurrency: int | None = None, metrics_port: int | None = None
 ) -> None:
-    """`billbridge worker`: the worker and the alert loop (and with a metrics port the
-    health server) until SIGINT or SIGTERM."""
+    """`billbridge worker`: the worker, the alert and retention loops (and with a metrics
+    port the health server) until SIGINT or SIGTERM."""
 
     async def main() -> None:
         services = build_services(settings)
@@ -315,6 +329,7 @@ def run_worker_process(
         if metrics_port is not None:
             health = start_health_server(services, settings.worker_metrics_host, metrics_port)
         alerts = start_alert_monitor(services, stop)
+        retention = start_retention(services, stop)
         worker = build_worker(services, concurrency=concurrency)
         freeze_startup_heap()
         try:
@@ -322,6 +337,7 @@ def run_worker_process(
         finally:
             stop.set()
             await alerts
+            await retention
             if health is not None:
                 health[0].should_exit = True
                 await health[1]

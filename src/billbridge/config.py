@@ -25,6 +25,8 @@ CioMode = Literal["live", "test"]  # which Customer.io workspace a call goes to
 TestModeRoute = Literal["test", "live", "dry_run", "ignore"]
 TransactionalTimeoutPolicy = Literal["fail", "retry"]
 CustomerDeletedPolicy = Literal["keep", "suppress", "delete"]
+ErasureCioAction = Literal["delete", "suppress", "none"]
+RETENTION_FLOOR_DAYS = 30  # Stripe retries for 3 days; reconcile reads 30 days of events
 
 
 class Settings(BaseSettings):
@@ -139,6 +141,35 @@ class Settings(BaseSettings):
     )  # seconds between looks at failures and the queue
     # Seconds between reconcile runs in `serve` (needs STRIPE_API_KEY); 0 turns it off.
     reconcile_interval: float = Field(default=3600.0, alias="BILLBRIDGE_RECONCILE_INTERVAL", ge=0)
+    # Retention and erasure (billbridge/retention.py, billbridge/erasure.py) ---------------
+    # Days after which finished events lose their payload and bodies; 0 (or "off") keeps
+    # them forever. At least RETENTION_FLOOR_DAYS otherwise.
+    retention_days: int = Field(default=90, alias="BILLBRIDGE_RETENTION_DAYS")
+    retention_interval: float = Field(
+        default=3600.0, alias="BILLBRIDGE_RETENTION_INTERVAL", gt=0
+    )  # seconds between retention runs (one process of the fleet runs each)
+    erasure_cio_action: ErasureCioAction = Field(
+        default="delete", alias="BILLBRIDGE_ERASURE_CIO_ACTION"
+    )
+
+    @field_validator("retention_days", mode="before")
+    @classmethod
+    def _retention_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("off", "none", "never"):
+            return 0
+        return value
+
+    @field_validator("retention_days")
+    @classmethod
+    def _check_retention(cls, value: int) -> int:
+        if value != 0 and value < RETENTION_FLOOR_DAYS:
+            raise ValueError(
+                f"{value} days is below the floor of {RETENTION_FLOOR_DAYS}: event ids must "
+                "outlive Stripe's retries (3 days) and reconcile's look-back (the Events API "
+                f"keeps 30 days) to stay de-duplicated; use {RETENTION_FLOOR_DAYS} or more, "
+                "or 0 / off to keep everything"
+            )
+        return value
 
     @field_validator("stripe_webhook_secret", mode="before")
     @classmethod

@@ -6,6 +6,8 @@
     ├── WebhookRejected           a webhook request refused with a 4xx (status + reason)
     ├── WorkflowValidationError   a workflow definition is invalid (carries field paths)
     ├── StripeAPIError            a call to the Stripe API failed (enrichment, reconcile)
+    ├── EventPrunedError          no replay: the payload was removed (retention, erasure)
+    ├── ErasureRequestError       an erasure request that names nobody
     └── DeliveryError             a Customer.io call did not succeed
         ├── RetryableDeliveryError    408, 429, 5xx, timeouts, connection errors
         │   └── AmbiguousSendError    a non-idempotent send timed out: it may have happened
@@ -55,6 +57,24 @@ class StripeAPIError(BillbridgeError):
         super().__init__(message)
         self.retryable = retryable
         self.status_code = status_code
+
+
+class EventPrunedError(BillbridgeError):
+    """The event's payload was removed (retention or erasure): it cannot be replayed."""
+
+    def __init__(self, stripe_event_id: str, reason: str) -> None:
+        why = (
+            "its payload was removed (the person's data was erased)"
+            if reason == "erasure"
+            else "its payload was removed after BILLBRIDGE_RETENTION_DAYS (retention)"
+        )
+        super().__init__(f"{stripe_event_id} cannot be replayed: {why}")
+        self.stripe_event_id = stripe_event_id
+        self.reason = reason
+
+
+class ErasureRequestError(BillbridgeError):
+    """An erasure request that names nobody: give a customer id (cus_...) or an email."""
 
 
 class DeliveryError(BillbridgeError):

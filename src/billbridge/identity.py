@@ -32,6 +32,7 @@ from billbridge.stripe.events import (
     object_of,
     previous_email_of,
 )
+from billbridge.workflows.builtin import erasure_identifier
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,9 @@ class IdentityResolver:
         Raises `StripeAPIError` only when it is retryable (the delivery is retried
         later); a non-retryable API failure resolves with what is already known.
         """
+        erased = erasure_identifier(event)
+        if erased is not None:  # an erasure's Customer.io action names its person directly
+            return Person(identifier=erased, customer_id=None, email=None)
         obj = object_of(event)
         account = _text(event.get("account"))
         customer_id = customer_id_of(event)

@@ -304,6 +304,17 @@ class Metrics:
             ["policy"],
             registry=self.registry,
         )
+        self.retention_pruned = Counter(
+            "billbridge_retention_pruned_events",
+            "Events whose payload and bodies this process removed for retention "
+            "(BILLBRIDGE_RETENTION_DAYS).",
+            registry=self.registry,
+        )
+        self.erasures = Counter(
+            "billbridge_erasures",
+            "Erasures of a person's personal data made by this process.",
+            registry=self.registry,
+        )
         self._store_collector: _StoreCollector | None = None
 
     def watch_store(

@@ -47,6 +47,7 @@ from billbridge.store.records_billing import (
 )
 from billbridge.store.records_fleet import RateReservation
 from billbridge.store.records_ops import HeldBack, RecentAttempt, RetryingSummary
+from billbridge.store.records_privacy import ErasureRecord, PersonData
 
 
 class Store(ABC):
@@ -423,3 +424,47 @@ class Store(ABC):
         shared by every process on this database, in one statement on the database clock.
         Refused (nothing reserved) when the first free slot is over `max_wait` seconds away;
         the row is created on first use."""
+
+    # Retention and erasure (store/sql_privacy.py) -----------------------------------------
+
+    @abstractmethod
+    def claim_turn(self, key: str, interval: float) -> bool:
+        """True for one caller per `interval` seconds across the fleet (meta row `key`)."""
+
+    @abstractmethod
+    def prune_events(self, older_than: float, limit: int) -> int:
+        """Stub the payloads of up to `limit` events received more than `older_than`
+        seconds ago whose deliveries are all final (attempt bodies cleared, errors
+        redacted, `pruned_at` set); how many were pruned."""
+
+    @abstractmethod
+    def scrub_finished_erasures(self, limit: int) -> int:
+        """Stub up to `limit` erasure events whose Customer.io action is done."""
+
+    @abstractmethod
+    def find_person(self, *, customer_id: str | None, email: str | None) -> PersonData:
+        """The customers, emails and names stored for a customer id or an email."""
+
+    @abstractmethod
+    def erase_events(self, person: PersonData, limit: int) -> int:
+        """Erase the personal data of up to `limit` of the person's events (their unsent
+        deliveries skipped); how many. Call until it returns 0."""
+
+    @abstractmethod
+    def erase_customers(
+        self,
+        person: PersonData,
+        *,
+        matched_by: str,
+        matched: str,
+        events_erased: int,
+        requested_by: str,
+        cio_action: str,
+        cio_event_ids: Collection[str],
+    ) -> int:
+        """Delete the person's customers and billing rows and record the erasure (one
+        transaction); how many customers were deleted."""
+
+    @abstractmethod
+    def list_erasures(self, limit: int = 50) -> list[ErasureRecord]:
+        """The recorded erasures, newest first, with their Customer.io action's statuses."""

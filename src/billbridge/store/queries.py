@@ -242,7 +242,13 @@ def load_event_detail(conn: Connection, stripe_event_id: str) -> EventDetail | N
     """The event, its deliveries (by id) and their attempts (oldest first), one snapshot."""
     row = conn.execute(
         summary_select()
-        .add_columns(events.c.api_version, events.c.account, events.c.payload)
+        .add_columns(
+            events.c.api_version,
+            events.c.account,
+            events.c.payload,
+            events.c.pruned_at,
+            events.c.pruned_reason,
+        )
         .where(events.c.stripe_event_id == stripe_event_id)
     ).first()
     if row is None:
@@ -296,6 +302,8 @@ def load_event_detail(conn: Connection, stripe_event_id: str) -> EventDetail | N
         account=row.account,
         payload=row.payload,
         deliveries=views,
+        pruned_at=None if row.pruned_at is None else float(row.pruned_at),
+        pruned_reason=row.pruned_reason,
     )
 
 

@@ -26,7 +26,7 @@ AttemptOutcome = Literal[
 # when the event matched no workflow or test-mode events are ignored.
 EventStatus = Literal["failed", "retrying", "pending", "succeeded", "dry_run", "skipped", "ignored"]
 
-EventSource = Literal["webhook", "reconcile", "backfill", "cli"]
+EventSource = Literal["webhook", "reconcile", "backfill", "cli", "erasure"]
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,8 @@ class EventDetail:
     account: str | None
     payload: str
     deliveries: tuple[DeliveryView, ...]
+    pruned_at: float | None = None  # the payload is a stub since then (retention, erasure)
+    pruned_reason: str | None = None  # "retention" | "erasure"
 
 
 @dataclass(frozen=True)

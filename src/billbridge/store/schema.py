@@ -7,6 +7,7 @@ import billbridge.store.tables_fleet  # noqa: F401 - registers its tables
 from billbridge.store import (
     tables,
     tables_access,  # noqa: F401 - registers its tables
+    tables_privacy,  # noqa: F401 - registers its tables
     tables_throttle,  # noqa: F401 - registers its tables
 )
 

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from billbridge.compact_json import compact_json_text
+from billbridge.errors import EventPrunedError
 from billbridge.store import outbox, queries
 from billbridge.store.outbox import (
     UNAVAILABLE_ERRORS,
@@ -58,6 +59,7 @@ from billbridge.store.sql_access import SqlAccessMixin
 from billbridge.store.sql_billing import SqlBillingMixin
 from billbridge.store.sql_fleet import SqlFleetMixin
 from billbridge.store.sql_ops import SqlOpsMixin
+from billbridge.store.sql_privacy import SqlPrivacyMixin
 from billbridge.store.statements import Statements
 from billbridge.store.tables import customers, deliveries, events, meta, workflows
 from billbridge.store.writer import Gathered, Writer
@@ -152,7 +154,7 @@ class _IngestJob(Gathered):
         return results
 
 
-class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin):
+class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin, SqlPrivacyMixin):
     """Store over SQLAlchemy Core; subclasses provide transactions and dialect details."""
 
     def __init__(
@@ -353,11 +355,16 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin):
         self, stripe_event_id: str, *, force: bool = False, retry_window: float = 259_200.0
     ) -> list[int]:
         def replay(conn: Connection) -> list[int]:
-            event_id = conn.execute(
-                sa.select(events.c.id).where(events.c.stripe_event_id == stripe_event_id)
-            ).scalar_one_or_none()
-            if event_id is None:
+            found = conn.execute(
+                sa.select(events.c.id, events.c.pruned_reason).where(
+                    events.c.stripe_event_id == stripe_event_id,
+                )
+            ).first()
+            if found is None:
                 raise KeyError(stripe_event_id)
+            if found.pruned_reason is not None:
+                raise EventPrunedError(stripe_event_id, str(found.pruned_reason))
+            event_id = found.id
             where = [deliveries.c.event_id == event_id]
             if not force:
                 where.append(sa.not_(queries.replay_holds_back()))
@@ -378,7 +385,8 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin):
         conditions = queries.event_conditions(event_filter or EventFilter())
         if since is not None:
             conditions.append(events.c.received_at >= since)
-        matching = sa.select(events.c.id).where(*conditions)
+        # An event whose payload was removed (retention, erasure) is never replayed.
+        matching = sa.select(events.c.id).where(*conditions, events.c.pruned_at.is_(None))
         where = [
             deliveries.c.status == "failed",
             # An email or broadcast that was (or may have been) sent needs

@@ -59,7 +59,7 @@ class SqlOpsMixin(Store):
         conditions = queries.event_conditions(event_filter or EventFilter())
         if since is not None:
             conditions.append(events.c.received_at >= since)
-        matching = sa.select(events.c.id).where(*conditions)
+        matching = sa.select(events.c.id).where(*conditions, events.c.pruned_at.is_(None))
         return self._held_back(
             [deliveries.c.status == "failed", deliveries.c.event_id.in_(matching)]
         )

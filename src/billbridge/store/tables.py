@@ -37,6 +37,12 @@ events = sa.Table(
     sa.Column("email", sa.String(320), nullable=True, index=True),
     sa.Column("payload", sa.Text(), nullable=False),  # the raw body exactly as received
     sa.Column("source", sa.String(32), nullable=False),
+    # Set when the payload was replaced by a stub (`billbridge.privacy`): by retention, or
+    # by an erasure; such an event is never replayed.
+    sa.Column("pruned_at", Seconds(), nullable=True),
+    sa.Column("pruned_reason", sa.String(16), nullable=True),  # "retention" | "erasure"
+    # What retention looks for: events not pruned yet, oldest first.
+    sa.Index("ix_events_retention", "pruned_at", "received_at"),
 )
 
 # The outbox and the queue: one row per (event, workflow, action).

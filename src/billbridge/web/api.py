@@ -17,8 +17,9 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Res
 from fastapi.responses import JSONResponse
 
 from billbridge.delivery.worker import KNOWN_WITHIN, split_workers
-from billbridge.errors import StoreUnavailableError, WorkflowValidationError
+from billbridge.errors import EventPrunedError, StoreUnavailableError, WorkflowValidationError
 from billbridge.services import Services
+from billbridge.store.personal import pruned_words
 from billbridge.store.records import EventFilter, EventStatus
 from billbridge.stripe.events import check_event_bounds
 from billbridge.stripe.samples import SAMPLE_EVENT_TYPES, sample_event
@@ -33,6 +34,7 @@ from billbridge.web.schemas import (
     HeldBackOut,
     PersonOut,
     PlannedRequestOut,
+    PrunedOut,
     ReplayFailedOut,
     ReplayOut,
     TestEventOut,
@@ -49,6 +51,12 @@ T = TypeVar("T")
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such event or workflow"}
+}
+PRUNED: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": PrunedOut,
+        "description": "The event's payload was removed (retention or erasure): no replay",
+    }
 }
 INVALID: dict[int | str, dict[str, Any]] = {
     422: {"model": ValidationErrorOut, "description": "The workflow is invalid"}
@@ -168,11 +176,11 @@ def _add_event_routes(router: APIRouter) -> None:
             "with the reason (and in `skipped_sent` when it succeeded)."
         ),
         response_model=ReplayOut,
-        responses=NOT_FOUND,
+        responses={**NOT_FOUND, **PRUNED},
     )
     async def replay_event(
         request: Request, stripe_event_id: str, force: bool = False
-    ) -> ReplayOut:
+    ) -> ReplayOut | JSONResponse:
         services = _services(request)
         window = services.settings.retry_window
         try:
@@ -183,6 +191,8 @@ def _add_event_routes(router: APIRouter) -> None:
             )
         except KeyError:
             raise HTTPException(404, f"no event {stripe_event_id!r} is stored") from None
+        except EventPrunedError as exc:
+            return JSONResponse({"detail": str(exc), "reason": exc.reason}, status_code=409)
         return ReplayOut(
             stripe_event_id=report.stripe_event_id,
             replayed=report.replayed,
@@ -386,6 +396,9 @@ async def _test_event(
         detail = await _run(lambda: services.store.get_event(stripe_event_id))
         if detail is None:
             raise HTTPException(404, f"no event {stripe_event_id!r} is stored")
+        if detail.pruned_reason is not None:
+            words = pruned_words(detail.pruned_reason)
+            raise HTTPException(409, f"{stripe_event_id}: {words}; test on a sample or `event`")
         stored: dict[str, Any] = json.loads(detail.payload)
         return stored
     event_type = body.event_type or workflow.trigger.events[0]

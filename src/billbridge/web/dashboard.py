@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from billbridge.web.pages_endpoint import build_endpoint_router
 from billbridge.web.pages_events import build_events_router
 from billbridge.web.pages_overview import build_overview_router
+from billbridge.web.pages_privacy import build_privacy_router
 from billbridge.web.pages_tryit import build_tryit_router
 from billbridge.web.pages_workflows import build_workflows_router
 
@@ -29,6 +30,7 @@ def build_dashboard_router() -> APIRouter:
     router.include_router(build_overview_router())
     router.include_router(build_endpoint_router())
     router.include_router(build_events_router())
+    router.include_router(build_privacy_router())
     router.include_router(build_workflows_router())
     router.include_router(build_tryit_router())
     return router

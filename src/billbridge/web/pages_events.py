@@ -18,7 +18,14 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from billbridge.store.records import AttemptView, DeliveryView, EventFilter, EventStatus
+from billbridge.errors import EventPrunedError
+from billbridge.store.records import (
+    AttemptView,
+    DeliveryView,
+    EventDetail,
+    EventFilter,
+    EventStatus,
+)
 from billbridge.web.operations import (
     held_back_counts,
     held_back_notice,
@@ -219,6 +226,10 @@ def build_events_router() -> APIRouter:
         except ValueError:
             payload = detail.payload
         catalog = services_of(request).catalog
+        notice = pruned_notice(detail, services_of(request).settings.retention_days)
+        refused = None
+        if notice and request.query_params.get("refused") == "pruned":
+            refused = f"Not replayed: {notice}."
         return render(
             request,
             "event.html",
@@ -240,8 +251,9 @@ def build_events_router() -> APIRouter:
             any_sent=any(delivery.sent_ok for delivery in detail.deliveries),
             any_unknown=any(_unknown_send(delivery) for delivery in detail.deliveries),
             pretty_response=_pretty_response,
-            flash=_replay_notice(request),
-            flash_kind="ok",
+            pruned_notice=notice,
+            flash=refused or _replay_notice(request),
+            flash_kind="error" if refused else "ok",
         )
 
     @router.post("/events/{stripe_event_id}/replay", dependencies=CSRF)
@@ -258,6 +270,8 @@ def build_events_router() -> APIRouter:
             )
         except KeyError:
             raise HTTPException(404, f"no event {stripe_event_id!r} is stored") from None
+        except EventPrunedError:
+            return RedirectResponse(f"/events/{stripe_event_id}?refused=pruned", status_code=303)
         held = held_back_counts(report.held_back)
         query = urlencode(
             {
@@ -269,6 +283,16 @@ def build_events_router() -> APIRouter:
         return RedirectResponse(f"/events/{stripe_event_id}?{query}", status_code=303)
 
     return router
+
+
+def pruned_notice(detail: EventDetail, retention_days: int) -> str | None:
+    """Why the event's payload is a stub (None when it is whole): retention or erasure."""
+    if detail.pruned_at is None:
+        return None
+    if detail.pruned_reason == "erasure":
+        return "payload removed: the person's personal data was erased"
+    days = f"{retention_days} days" if retention_days else "the retention period"
+    return f"payload removed after {days} (retention)"
 
 
 def _unknown_send(delivery: DeliveryView) -> bool:

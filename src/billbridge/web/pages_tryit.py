@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from billbridge.errors import DeliveryError
 from billbridge.services import Services
+from billbridge.store.personal import pruned_words
 from billbridge.store.records import EventFilter, EventSummary
 from billbridge.stripe.events import check_event_bounds
 from billbridge.stripe.samples import SAMPLE_EVENT_TYPES, sample_event
@@ -90,6 +91,10 @@ async def _event_from_form(services: Services, form: dict[str, str]) -> dict[str
         detail = await run_store(lambda: services.store.get_event(stripe_event_id))
         if detail is None:
             raise ValueError(f"no event {stripe_event_id!r} is stored")
+        if detail.pruned_reason is not None:
+            raise ValueError(
+                f"{stripe_event_id}: {pruned_words(detail.pruned_reason)}; use a sample"
+            )
         stored: dict[str, Any] = json.loads(detail.payload)
         return stored
     given = form.get("event_json", "")

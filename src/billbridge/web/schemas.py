@@ -152,8 +152,15 @@ class EventOut(_Out):
     status: EventStatus
     api_version: str | None
     account: str | None = Field(description="the Connect account, when any")
-    payload: dict[str, Any] = Field(description="the Stripe event as received")
+    payload: dict[str, Any] = Field(
+        description="the Stripe event as received (a stub: id, type, created, livemode, "
+        "once pruned)"
+    )
     deliveries: list[DeliveryOut]
+    pruned_at: float | None = Field(
+        default=None, description="when the payload and bodies were removed, Unix seconds"
+    )
+    pruned_reason: str | None = Field(default=None, description="retention or erasure")
 
     @classmethod
     def from_detail(cls, detail: EventDetail) -> EventOut:
@@ -169,6 +176,8 @@ class EventOut(_Out):
             account=detail.account,
             payload=payload if isinstance(payload, dict) else {},
             deliveries=[DeliveryOut.from_record(delivery) for delivery in detail.deliveries],
+            pruned_at=detail.pruned_at,
+            pruned_reason=detail.pruned_reason,
         )
 
 
@@ -303,6 +312,11 @@ class WorkerListOut(_Out):
 
 class ErrorOut(_Out):
     detail: str
+
+
+class PrunedOut(_Out):
+    detail: str
+    reason: str = Field(description="retention or erasure", examples=["retention"])
 
 
 class ValidationErrorOut(_Out):

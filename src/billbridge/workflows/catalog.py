@@ -25,10 +25,12 @@ import structlog
 from billbridge.errors import WorkflowValidationError
 from billbridge.store.base import Store
 from billbridge.store.records import NewDelivery, WorkflowRecord
+from billbridge.workflows.builtin import ERASURE_WORKFLOW_ID, erasure_workflow
 from billbridge.workflows.defaults import default_workflows
 from billbridge.workflows.model import Workflow, validate_workflow
 
 DEFAULTS_SEEDED_KEY = "defaults_seeded"
+_ERASURE_WORKFLOW = erasure_workflow()
 
 _log = structlog.get_logger(__name__)
 
@@ -105,7 +107,10 @@ class WorkflowCatalog:
         return list(self._current().workflows.values())
 
     def get(self, workflow_id: str) -> Workflow | None:
-        """The workflow with this id (enabled or not), or None."""
+        """The workflow with this id (enabled or not), or None. The built-in erasure
+        workflow (`workflows/builtin.py`) is answered too, though never stored nor listed."""
+        if workflow_id == ERASURE_WORKFLOW_ID:
+            return _ERASURE_WORKFLOW
         return self._current().workflows.get(workflow_id)
 
     def deliveries_for(self, event_type: str, livemode: bool) -> list[NewDelivery]:

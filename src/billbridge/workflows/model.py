@@ -36,7 +36,11 @@ from billbridge.workflows.templates import filter_syntax_problem, template_probl
 
 WORKFLOW_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _WORKFLOW_ID = re.compile(WORKFLOW_ID_PATTERN)
-RESERVED_WORKFLOW_IDS = frozenset({"new"})  # /workflows/new is the create page
+# Ids a stored workflow cannot take, and why.
+RESERVED_WORKFLOW_IDS = {
+    "new": "a dashboard page",  # /workflows/new is the create page
+    "billbridge-erasure": "the built-in erasure workflow",  # workflows/builtin.py
+}
 
 TriggerMode = Literal["live", "test", "any"]
 TemplateMapping = dict[str, JsonValue]
@@ -217,7 +221,8 @@ class Workflow(_Frozen):
     @classmethod
     def _id_not_reserved(cls, workflow_id: str) -> str:
         if workflow_id in RESERVED_WORKFLOW_IDS:
-            raise ValueError(f"{workflow_id!r} is reserved (a dashboard page); choose another id")
+            why = RESERVED_WORKFLOW_IDS[workflow_id]
+            raise ValueError(f"{workflow_id!r} is reserved ({why}); choose another id")
         return workflow_id
 
     @field_validator("name")
