@@ -131,6 +131,8 @@ class Relay:
 
     def close(self) -> None:
         self._closing.set()
+        with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             for sock in self._connections:

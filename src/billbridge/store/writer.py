@@ -155,6 +155,7 @@ class Writer:
         self._submit_lock = threading.Lock()
         self._closed = False
         self._running = threads  # writer threads not yet stopped (the last fails leftovers)
+        self._broken = 0  # batches that failed on a broken connection, any thread
         self._threads = [
             threading.Thread(target=self._run, name=f"{name}-{n}", daemon=True)
             for n in range(threads)
@@ -202,6 +203,7 @@ class Writer:
 
     def _run(self) -> None:
         conn: Connection | None = None
+        generation = self._broken  # the writers' failures this thread's connection has seen
         stopping = False
         try:
             while not stopping:
@@ -218,7 +220,19 @@ class Writer:
                         stopping = True
                         break
                     batch.append(job)
+                if conn is not None and generation != self._broken:
+                    # Another writer thread's connection broke (a restart, an outage):
+                    # this one most likely did too; reconnect rather than fail a batch.
+                    with contextlib.suppress(Exception):
+                        conn.invalidate()
+                        conn.close()
+                    conn = None
+                generation = self._broken
                 conn = self._commit_batch(conn, batch)
+                if conn is None:
+                    with self._submit_lock:
+                        self._broken += 1
+                        generation = self._broken
         finally:
             if conn is not None:
                 conn.close()

@@ -108,7 +108,8 @@ def build_privacy_api_router() -> APIRouter:
     )
     async def erase_customer(
         request: Request,
-        customer_id: Annotated[str, Path(min_length=1, max_length=320)],
+        # A customer id (cus_...) or an email address; anything else is a 422.
+        customer_id: Annotated[str, Path(min_length=1, max_length=320, pattern=r"^\s*cus_|@")],
         principal: Annotated[Principal, Depends(require_api_auth)],
     ) -> ErasureOut:
         services: Services = request.app.state.services
