@@ -310,8 +310,12 @@ def billing_values(row: BillingRow, table: sa.Table) -> dict[str, Any]:
 
 def claim(db: Db, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedDelivery]:
     """Claim up to `limit` due deliveries, oldest due first: four statements whatever the
-    number (the clock, the due ids, the claim, the claimed rows with their events)."""
-    now = float(db.value("now"))
+    number (the clock, the due ids, the claim, the claimed rows with their events).
+
+    One person, one order: a person (`deliveries.person_key`) with a delivery under a live
+    claim is passed over, and the others are taken whole or not at all, except the first,
+    cut at `limit` when it has more. The claimed deliveries come in Stripe event order."""
+    now = float(db.value("claim_now"))
     ids_json = db.value("claim_due_ids", now, limit)
     ids: list[int] = orjson.loads(ids_json)
     if not ids:
@@ -320,7 +324,10 @@ def claim(db: Db, worker_id: str, limit: int, lease_seconds: float) -> list[Clai
     lease_until = now + lease_seconds
     db.run("claim_mark", token, lease_until, lease_until, now, worker_id, ids_json)
     claimed = {row[0]: row for row in db.rows("claimed", ids_json)}
-    return [_claimed_delivery(claimed[delivery_id]) for delivery_id in ids]
+    deliveries = [_claimed_delivery(claimed[delivery_id]) for delivery_id in ids]
+    # Oldest Stripe event first (stable: due order within one `created`): a batch decides
+    # and sends one person's deliveries in the order Stripe made them.
+    return sorted(deliveries, key=lambda d: d.event_created)
 
 
 def _claimed_delivery(row: list[Any]) -> ClaimedDelivery:

@@ -69,8 +69,18 @@ deliveries = sa.Table(
     sa.Column("updated_at", Seconds(), nullable=False),
     # The worker (`workers.id`) holding the claim: its silence frees the claim early.
     sa.Column("worker_id", sa.String(255), nullable=True),
+    # Who the delivery is about (the event's Stripe customer id, else its email; NULL when
+    # the event names neither): one person's deliveries are never claimed twice at once.
+    sa.Column("person_key", sa.String(320), nullable=True),
     sa.UniqueConstraint("event_id", "workflow_id", "action_index"),
     sa.Index("ix_deliveries_claim", "status", "next_attempt_at"),
+    # Open deliveries only: what the claim's per-person checks read.
+    sa.Index(
+        "ix_deliveries_person_key",
+        "person_key",
+        postgresql_where=sa.text("status IN ('pending', 'retrying')"),
+        sqlite_where=sa.text("status IN ('pending', 'retrying')"),
+    ),
 )
 
 # Append-only: one row per try, never updated.

@@ -15,6 +15,8 @@ from billbridge.store.tables_billing import BILLING_TABLES
 # The SQLite clock as Unix seconds (millisecond resolution).
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 DUE = "('pending', 'retrying')"
+# Who a delivery is about, from its event (deliveries.person_key).
+PERSON_KEY = "COALESCE(e.customer_id, lower(e.email))"
 
 # The billing columns an upsert keeps when the new snapshot has none (COALESCE), and the
 # flags only ever raised (never written by the guarded upsert).
@@ -112,7 +114,8 @@ def _ids(parameter: str = "?") -> str:
 
 
 STATEMENTS: dict[str, str] = {
-    "now": f"SELECT {NOW}",
+    # The claim's clock (SQLite: claims are already serialised by the one writer).
+    "claim_now": f"SELECT {NOW}",
     # Ingest ------------------------------------------------------------------------------
     # Rows added from here on have ids above this (one writer: nobody else inserts).
     "ingest_marker": "SELECT COALESCE(MAX(id), 0) FROM events",
@@ -129,13 +132,13 @@ STATEMENTS: dict[str, str] = {
     "insert_deliveries": (
         "INSERT INTO deliveries (event_id, stripe_event_id, workflow_id, action_index,"
         " action_type, status, attempt_count, next_attempt_at, lease_until, claim_id,"
-        " deadline_at, last_error, force, sent_ok, created_at, updated_at)"
+        " deadline_at, last_error, force, sent_ok, created_at, updated_at, person_key)"
         " SELECT e.id, e.stripe_event_id, "
         + ", ".join(_field(c, "d.value") for c in ("workflow_id", "action_index", "action_type"))
         + f", {_field('status', 'd.value')}, 0,"
         f" CASE WHEN {_field('status', 'd.value')} IN {DUE} THEN e.received_at END, NULL, NULL,"
         f" e.received_at + {_field('retry_window', 'd.value')}, {_field('reason', 'd.value')},"
-        " 0, 0, e.received_at, e.received_at"
+        f" 0, 0, e.received_at, e.received_at, {PERSON_KEY}"
         " FROM json_each(?) AS d JOIN events AS e"
         f" ON e.stripe_event_id = {_field('stripe_event_id', 'd.value')} ORDER BY d.key"
     ),
@@ -152,9 +155,20 @@ STATEMENTS: dict[str, str] = {
     # Claims ------------------------------------------------------------------------------
     # A claimed delivery's next_attempt_at is its lease end, so "due" covers never-claimed
     # rows and expired leases alike, and the (status, next_attempt_at) index serves it.
+    # One person, one order: a person with a delivery under a live claim waits; a person
+    # is claimed whole or not at all (but the first, cut at the limit when it must be), so a
+    # batch decides all of its deliveries of one person with one profile.
     "claim_due_ids": (
-        "SELECT json_group_array(id) FROM (SELECT id FROM deliveries"
-        f" WHERE status IN {DUE} AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
+        "WITH c AS (SELECT id, person_key, next_attempt_at FROM deliveries AS d"
+        f" WHERE status IN {DUE} AND next_attempt_at <= ?1 AND (person_key IS NULL"
+        " OR NOT EXISTS (SELECT 1 FROM deliveries AS o WHERE o.person_key = d.person_key"
+        f" AND o.status IN {DUE} AND o.claim_id IS NOT NULL AND o.lease_until > ?1))"
+        " ORDER BY next_attempt_at, id LIMIT ?2)"
+        " SELECT json_group_array(id) FROM (SELECT id FROM c WHERE person_key IS NULL"
+        " OR person_key = (SELECT person_key FROM c ORDER BY next_attempt_at, id LIMIT 1)"
+        " OR NOT EXISTS (SELECT 1 FROM deliveries AS o WHERE o.person_key = c.person_key"
+        f" AND o.status IN {DUE} AND o.next_attempt_at <= ?1 AND o.id NOT IN (SELECT id FROM c))"
+        " ORDER BY next_attempt_at, id)"
     ),
     "claim_mark": (
         "UPDATE deliveries SET claim_id = ? || CAST(id AS TEXT), lease_until = ?,"
