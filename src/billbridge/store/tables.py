@@ -74,10 +74,12 @@ deliveries = sa.Table(
     sa.Column("person_key", sa.String(320), nullable=True),
     sa.UniqueConstraint("event_id", "workflow_id", "action_index"),
     sa.Index("ix_deliveries_claim", "status", "next_attempt_at"),
-    # Open deliveries only: what the claim's per-person checks read.
+    # Open deliveries only: what the claim's per-person checks read (is one under a claim,
+    # is one left out of this claim).
     sa.Index(
         "ix_deliveries_person_key",
         "person_key",
+        "claim_id",
         postgresql_where=sa.text("status IN ('pending', 'retrying')"),
         sqlite_where=sa.text("status IN ('pending', 'retrying')"),
     ),

@@ -167,7 +167,7 @@ STATEMENTS: dict[str, str] = {
         " SELECT json_group_array(id) FROM (SELECT id FROM c WHERE person_key IS NULL"
         " OR person_key = (SELECT person_key FROM c ORDER BY next_attempt_at, id LIMIT 1)"
         " OR NOT EXISTS (SELECT 1 FROM deliveries AS o WHERE o.person_key = c.person_key"
-        f" AND o.status IN {DUE} AND o.next_attempt_at <= ?1 AND o.id NOT IN (SELECT id FROM c))"
+        f" AND o.status IN {DUE} AND +o.next_attempt_at <= ?1 AND o.id NOT IN (SELECT id FROM c))"
         " ORDER BY next_attempt_at, id)"
     ),
     "claim_mark": (

@@ -30,7 +30,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_deliveries_person_key",
         "deliveries",
-        ["person_key"],
+        ["person_key", "claim_id"],
         postgresql_where=OPEN,
         sqlite_where=OPEN,
     )
