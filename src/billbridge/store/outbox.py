@@ -312,9 +312,9 @@ def claim(db: Db, worker_id: str, limit: int, lease_seconds: float) -> list[Clai
     """Claim up to `limit` due deliveries, oldest due first: four statements whatever the
     number (the clock, the due ids, the claim, the claimed rows with their events).
 
-    One person, one order: a person (`deliveries.person_key`) with a delivery under a live
-    claim is passed over, and the others are taken whole or not at all, except the first,
-    cut at `limit` when it has more. The claimed deliveries come in Stripe event order."""
+    One person, one order: the deliveries of a person (`deliveries.person_key`) with a
+    delivery under a live claim wait for that claim, so no two claims hold one person at
+    once. The claimed deliveries come in Stripe event order."""
     now = float(db.value("claim_now"))
     ids_json = db.value("claim_due_ids", now, limit)
     ids: list[int] = orjson.loads(ids_json)

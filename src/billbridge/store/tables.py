@@ -15,6 +15,8 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
+# Open deliveries holding a claim id (the partial index `ix_deliveries_held`).
+HELD = "claim_id IS NOT NULL AND status IN ('pending', 'retrying')"
 # Row ids: BIGINT on PostgreSQL; on SQLite only INTEGER PRIMARY KEY aliases the rowid
 # (64-bit there anyway) and autoincrements.
 RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -74,14 +76,13 @@ deliveries = sa.Table(
     sa.Column("person_key", sa.String(320), nullable=True),
     sa.UniqueConstraint("event_id", "workflow_id", "action_index"),
     sa.Index("ix_deliveries_claim", "status", "next_attempt_at"),
-    # Open deliveries only: what the claim's per-person checks read (is one under a claim,
-    # is one left out of this claim).
+    # The people under a claim (open deliveries with a claim id: few), read by every claim.
     sa.Index(
-        "ix_deliveries_person_key",
+        "ix_deliveries_held",
         "person_key",
-        "claim_id",
-        postgresql_where=sa.text("status IN ('pending', 'retrying')"),
-        sqlite_where=sa.text("status IN ('pending', 'retrying')"),
+        "lease_until",
+        postgresql_where=sa.text(HELD),
+        sqlite_where=sa.text(HELD),
     ),
 )
 

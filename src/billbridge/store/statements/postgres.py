@@ -148,21 +148,17 @@ STATEMENTS: dict[str, str] = {
     ),
     **_billing(),
     # Claims ------------------------------------------------------------------------------
-    # As on SQLite: a person under a live claim waits; a person is claimed whole or not at
-    # all (but the first). SKIP LOCKED: rows a finish is recording are passed over.
+    # As on SQLite: a person with a delivery under a live claim waits for it. SKIP LOCKED:
+    # rows a finish is recording are passed over.
     "claim_due_ids": (
-        "WITH p AS (SELECT %s::double precision AS now, %s::bigint AS lim),"
-        " c AS MATERIALIZED (SELECT d.id, d.person_key, d.next_attempt_at FROM deliveries AS d"
-        f" CROSS JOIN p WHERE d.status IN {DUE} AND d.next_attempt_at <= p.now"
-        " AND (d.person_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS o"
-        f" WHERE o.person_key = d.person_key AND o.status IN {DUE} AND o.claim_id IS NOT NULL"
-        " AND o.lease_until > p.now)) ORDER BY d.next_attempt_at, d.id LIMIT (SELECT lim FROM p)"
-        " FOR UPDATE OF d SKIP LOCKED)"
-        " SELECT " + _agg("c.id ORDER BY c.next_attempt_at, c.id") + " FROM c CROSS JOIN p"
-        " WHERE c.person_key IS NULL OR c.person_key = (SELECT person_key FROM c AS f"
-        " ORDER BY f.next_attempt_at, f.id LIMIT 1) OR NOT EXISTS (SELECT 1 FROM deliveries AS o"
-        f" WHERE o.person_key = c.person_key AND o.status IN {DUE}"
-        " AND o.next_attempt_at <= p.now AND o.id NOT IN (SELECT id FROM c))"
+        "WITH p AS (SELECT %s::double precision AS now)"
+        " SELECT " + _agg("id ORDER BY next_attempt_at, id") + " FROM (SELECT d.id,"
+        " d.next_attempt_at FROM deliveries AS d CROSS JOIN p"
+        f" WHERE d.status IN {DUE} AND d.next_attempt_at <= p.now AND (d.person_key IS NULL"
+        " OR d.person_key NOT IN (SELECT o.person_key FROM deliveries AS o"
+        f" WHERE o.claim_id IS NOT NULL AND o.status IN {DUE} AND o.person_key IS NOT NULL"
+        " AND o.lease_until > p.now)) ORDER BY d.next_attempt_at, d.id LIMIT %s"
+        " FOR UPDATE OF d SKIP LOCKED) AS due"
     ),
     "claim_mark": (
         "UPDATE deliveries SET claim_id = %s || id::text, lease_until = %s,"

@@ -1,4 +1,4 @@
-"""One person, one order: each delivery's person key, and the index claims check it with.
+"""One person, one order: each delivery's person key, and the index of the people under a claim.
 
 Revision ID: 0011_order
 Revises: 0009_alerts
@@ -15,7 +15,7 @@ down_revision = "0009_alerts"
 branch_labels = None
 depends_on = None
 
-OPEN = sa.text("status IN ('pending', 'retrying')")
+HELD = sa.text("claim_id IS NOT NULL AND status IN ('pending', 'retrying')")
 
 
 def upgrade() -> None:
@@ -28,15 +28,15 @@ def upgrade() -> None:
         " WHERE status IN ('pending', 'retrying')"
     )
     op.create_index(
-        "ix_deliveries_person_key",
+        "ix_deliveries_held",
         "deliveries",
-        ["person_key", "claim_id"],
-        postgresql_where=OPEN,
-        sqlite_where=OPEN,
+        ["person_key", "lease_until"],
+        postgresql_where=HELD,
+        sqlite_where=HELD,
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_deliveries_person_key", table_name="deliveries")
+    op.drop_index("ix_deliveries_held", table_name="deliveries")
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_column("person_key")
