@@ -53,14 +53,17 @@ class Fault:
 
     `status`: answer this status without acting (e.g. 503, 429 with `retry_after`, 307 with
     `headers={"location": …}`). `delay`: wait this many seconds before answering (the request
-    IS acted on first, as a slow real server would). `drop`: close the connection without an
-    answer (acted on first only when `apply` is true). `count`: how many requests it hits
+    IS acted on first, as a slow real server would). `transit`: wait this many seconds
+    before acting (a slow network on the way in: requests sent in one order may arrive in
+    another). `drop`: close the connection without an answer (acted on first only when
+    `apply` is true). `count`: how many requests it hits
     (None = until cleared). `path_prefix` / `method`: limit it to some requests.
     """
 
     status: int | None = None
     retry_after: str | None = None
     delay: float = 0.0
+    transit: float = 0.0
     drop: bool = False
     apply: bool = False
     count: int | None = 1
@@ -173,6 +176,8 @@ class FakeCustomerIOApp:
             if fault is not None and fault.count is not None:
                 fault.count -= 1
             outage = self.outage
+        if fault is not None and fault.transit > 0:
+            await self._pause(fault.transit)
         result: Result | None
         if outage:
             result = (503, {"meta": {"error": "Service Unavailable"}}, {})
@@ -204,14 +209,17 @@ class FakeCustomerIOApp:
         with self.lock:
             self.requests.append(record)
         if fault is not None and fault.delay > 0:
-            deadline = time.monotonic() + fault.delay
-            # Sliced so that stop() ends a long delay at once (a threading.Event, no loop).
-            while time.monotonic() < deadline and not self.stopping.is_set():  # noqa: ASYNC110
-                await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+            await self._pause(fault.delay)
         if result is None or (fault is not None and fault.drop):
             _drop_connection(send)
             return
         await _respond(send, *result)
+
+    async def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        # Sliced so that stop() ends a long delay at once (a threading.Event, no loop).
+        while time.monotonic() < deadline and not self.stopping.is_set():  # noqa: ASYNC110
+            await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
 
     def _authorized(self, api: str | None, header: str | None) -> bool:
         if api is None or header is None:

@@ -317,7 +317,8 @@ def test_claims_and_finishes_take_the_same_statements_whatever_the_batch_size(
 
 
 def test_concurrent_claimers_never_share_a_delivery(store_url: str, store: Store) -> None:
-    """8 threads over two Store instances claim every delivery exactly once."""
+    """8 threads over two Store instances claim every delivery exactly once (3 at a time:
+    each claim takes one event's person whole, since no claim here is ever finished)."""
     for n in range(40):
         store.ingest(event(n), actions(3))
     other = open_store(store_url)
@@ -327,7 +328,7 @@ def test_concurrent_claimers_never_share_a_delivery(store_url: str, store: Store
         mine: list[int] = []
         target = store if i % 2 else other
         barrier.wait()
-        while claims := target.claim_due(f"w{i}", 5, 60.0):
+        while claims := target.claim_due(f"w{i}", 3, 60.0):
             mine.extend(c.delivery_id for c in claims)
         return mine
 
@@ -340,14 +341,93 @@ def test_concurrent_claimers_never_share_a_delivery(store_url: str, store: Store
     assert len(set(claimed)) == 120
 
 
+def test_a_person_under_a_live_claim_waits_for_it(store: Store) -> None:
+    """One person, one order: while a claim holds a person's deliveries, later deliveries
+    of that person (by customer id, else by email whatever its case) are not claimed;
+    other people's are; the person is claimable again once the claim is recorded."""
+    store.ingest(event(1, customer_id="cus_A", created=200), actions(2))
+    store.ingest(event(2, customer_id=None, email="Bo@X.io"), actions(1))
+    held = store.claim_due("w1", 10, 60.0)
+    assert sorted(c.stripe_event_id for c in held) == ["evt_1", "evt_1", "evt_2"]
+    store.ingest(event(3, customer_id="cus_A", created=100), actions(1))
+    store.ingest(event(4, customer_id=None, email="bo@x.io"), actions(1))
+    store.ingest(event(5, customer_id="cus_B"), actions(1))
+    assert [c.stripe_event_id for c in store.claim_due("w2", 10, 60.0)] == ["evt_5"]
+    done = [Completion(c.delivery_id, c.claim_id, "succeeded", attempt()) for c in held]
+    assert store.finish_many(done) == [True, True, True]
+    store.ingest(event(6, customer_id="cus_A", created=50), actions(1))
+    # Both of cus_A's waiting deliveries come together, the older Stripe event first.
+    later = store.claim_due("w2", 10, 60.0)
+    assert [c.stripe_event_id for c in later] == ["evt_6", "evt_3", "evt_4"]
+
+
+def test_two_claimers_never_hold_one_person_at_once(store_url: str, store: Store) -> None:
+    """8 threads over two Store instances claim and finish deliveries of 4 people (60
+    events of 2 actions): no claim ever takes a person another claim still holds, and
+    every delivery is claimed exactly once."""
+    for n in range(60):
+        store.ingest(event(n, customer_id=f"cus_{n % 4}"), actions(2))
+    other = open_store(store_url)
+    person = {f"evt_{n}": f"cus_{n % 4}" for n in range(60)}
+    holders: dict[str, int] = {}
+    overlaps: list[tuple[str, int, int]] = []
+    tries = [0]  # claim_due calls made by all claimers
+    guard = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def claimer(i: int) -> list[int]:
+        mine: list[int] = []
+        target = store if i % 2 else other
+        barrier.wait()
+        idle_until = time.monotonic() + 1.0  # others may still hold the rest
+        while time.monotonic() < idle_until:
+            with guard:
+                tries[0] += 1
+            claims = target.claim_due(f"w{i}", 3, 60.0)
+            if not claims:
+                continue
+            idle_until = time.monotonic() + 1.0
+            people = {person[c.stripe_event_id] for c in claims}
+            with guard:
+                overlaps.extend((p, holders[p], i) for p in people if p in holders)
+                holders.update(dict.fromkeys(people, i))
+                seen = tries[0]
+            mine.extend(c.delivery_id for c in claims)
+            # Hold the claim while the others try a few claims (bounded).
+            held_until = time.monotonic() + 0.2
+            while tries[0] < seen + 4 and time.monotonic() < held_until:
+                time.sleep(0.001)
+            with guard:  # let go before the finish commits: a new claim may follow it
+                for p in people:
+                    holders.pop(p, None)
+            done = [Completion(c.delivery_id, c.claim_id, "succeeded", attempt()) for c in claims]
+            assert all(target.finish_many(done))
+        return mine
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            claimed = [d for batch in pool.map(claimer, range(8)) for d in batch]
+    finally:
+        other.close()
+    assert overlaps == []
+    assert sorted(claimed) == sorted(set(claimed))
+    assert len(claimed) == 120
+
+
 def test_claims_come_oldest_due_first_with_fresh_claim_ids(store: Store) -> None:
-    """claim_due returns the oldest due deliveries first, each with its own claim id."""
+    """claim_due returns the oldest due deliveries first, each with its own claim id; a
+    person (here one per event) cut by the limit waits for the claim holding it."""
     for n in range(3):
         store.ingest(event(n), actions(2))
     first = store.claim_due("w", 3, 60.0)
     rest = store.claim_due("w", 10, 60.0)
     assert [c.stripe_event_id for c in first] == ["evt_0", "evt_0", "evt_1"]
-    assert [c.stripe_event_id for c in rest] == ["evt_1", "evt_2", "evt_2"]
+    assert [c.stripe_event_id for c in rest] == ["evt_2", "evt_2"]
+    assert store.finish_many(
+        [Completion(c.delivery_id, c.claim_id, "succeeded", attempt()) for c in first]
+    )
+    rest += store.claim_due("w", 10, 60.0)
+    assert [c.stripe_event_id for c in rest] == ["evt_2", "evt_2", "evt_1"]
     assert len({c.claim_id for c in first + rest}) == 6
     claim = first[0]
     assert (claim.event_type, claim.payload, claim.status) == (
@@ -517,6 +597,8 @@ def test_finish_many_records_completions_and_retries_in_one_go(store: Store) -> 
     assert (by_index[1].status, by_index[1].last_error) == ("retrying", "HTTP 503")
     assert by_index[2].status == "pending"  # fenced out: its owner decides
     assert [len(d.attempts) for d in detail.deliveries] == [1, 1, 1]
+    # One person, one order: the retry waits until the person's live claim is recorded.
+    assert store.complete(third.delivery_id, third.claim_id, "succeeded", attempt())
     again = poll(lambda: store.claim_due("w", 10, 60.0), "the retry to become due")
     assert [c.delivery_id for c in again] == [second.delivery_id]
     with pytest.raises(ValueError, match="final status"):
@@ -540,8 +622,9 @@ def test_replay_event_needs_force_for_sent_deliveries(store: Store) -> None:
     forced = claim_all(store)
     assert all(c.force for c in forced.values())
     assert forced[("evt_1", 0)].sent_ok
-    retried = forced[("evt_1", 0)]
+    retried, other = forced[("evt_1", 0)], forced[("evt_1", 1)]
     store.reschedule(retried.delivery_id, retried.claim_id, 0.0, attempt("retryable_error", 500))
+    store.complete(other.delivery_id, other.claim_id, "succeeded", attempt())  # person free
     (still,) = poll(lambda: store.claim_due("w", 10, 60.0), "the forced retry")
     assert still.force  # the force flag survives until the delivery completes
     store.complete(still.delivery_id, still.claim_id, "succeeded", attempt(), sent_ok=True)

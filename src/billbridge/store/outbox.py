@@ -402,9 +402,13 @@ def record_facts(db: Db, facts: DiscoveredFacts) -> None:
 
 def claim(db: Db, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedDelivery]:
     """Claim up to `limit` due deliveries, oldest due first: four statements whatever the
-    number (the clock, the due ids, the claim, the claimed rows with their events)."""
+    number (the clock, the due ids, the claim, the claimed rows with their events).
+
+    One person, one order: the deliveries of a person (`deliveries.person_key`) with a
+    delivery under a live claim wait for that claim, so no two claims hold one person at
+    once. The claimed deliveries come in Stripe event order."""
     with db.batch():
-        now = float(db.value("now"))
+        now = float(db.value("claim_now"))
         ids_json = db.value("claim_due_ids", now, limit)
         ids: list[int] = orjson.loads(ids_json)
         if not ids:
@@ -413,7 +417,10 @@ def claim(db: Db, worker_id: str, limit: int, lease_seconds: float) -> list[Clai
         lease_until = now + lease_seconds
         db.send("claim_mark", token, lease_until, lease_until, now, worker_id, ids_json)
         claimed = {row[0]: row for row in db.rows("claimed", ids_json)}
-    return [_claimed_delivery(claimed[delivery_id]) for delivery_id in ids]
+    deliveries = [_claimed_delivery(claimed[delivery_id]) for delivery_id in ids]
+    # Oldest Stripe event first (stable: due order within one `created`): a batch decides
+    # and sends one person's deliveries in the order Stripe made them.
+    return sorted(deliveries, key=lambda d: d.event_created)
 
 
 def _claimed_delivery(row: list[Any]) -> ClaimedDelivery:

@@ -15,6 +15,8 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
+# Open deliveries holding a claim id (the partial index `ix_deliveries_held`).
+HELD = "claim_id IS NOT NULL AND status IN ('pending', 'retrying')"
 # Row ids: BIGINT on PostgreSQL; on SQLite only INTEGER PRIMARY KEY aliases the rowid
 # (64-bit there anyway) and autoincrements.
 RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -75,8 +77,19 @@ deliveries = sa.Table(
     sa.Column("updated_at", Seconds(), nullable=False),
     # The worker (`workers.id`) holding the claim: its silence frees the claim early.
     sa.Column("worker_id", sa.String(255), nullable=True),
+    # Who the delivery is about (the event's Stripe customer id, else its email; NULL when
+    # the event names neither): one person's deliveries are never claimed twice at once.
+    sa.Column("person_key", sa.String(320), nullable=True),
     sa.UniqueConstraint("event_id", "workflow_id", "action_index"),
     sa.Index("ix_deliveries_claim", "status", "next_attempt_at"),
+    # The people under a claim (open deliveries with a claim id: few), read by every claim.
+    sa.Index(
+        "ix_deliveries_held",
+        "person_key",
+        "lease_until",
+        postgresql_where=sa.text(HELD),
+        sqlite_where=sa.text(HELD),
+    ),
 )
 
 # Append-only: one row per try, never updated.

@@ -16,6 +16,9 @@ from billbridge.store.tables_billing import BILLING_TABLES
 
 NOW = "CAST(extract(epoch from clock_timestamp()) AS double precision)"
 DUE = "('pending', 'retrying')"
+PERSON_KEY = "COALESCE(e.customer_id, lower(e.email))"
+# The transaction-level advisory lock that serialises claims (an arbitrary constant).
+CLAIM_LOCK_KEY = 0x62622D636C61696D
 KEPT = ("customer_id", "account", "livemode", "created")
 STICKY = ("deleted", "payment_failed")
 COMMON = ("id", "customer_id", "account", "livemode", "created", "watermark", "order_key")
@@ -99,7 +102,11 @@ _FINISH = (
 )
 
 STATEMENTS: dict[str, str] = {
-    "now": f"SELECT {NOW}",
+    # The claim's clock, taken once the claim lock is held: claims of every process run one
+    # at a time (until their transaction ends), and the claim's next statement sees what
+    # the previous claim committed (a fresh snapshot under READ COMMITTED). Without it, two
+    # claims could take different deliveries of one person (SKIP LOCKED is per row).
+    "claim_now": f"SELECT {NOW} FROM pg_advisory_xact_lock({CLAIM_LOCK_KEY})",
     # Ingest ------------------------------------------------------------------------------
     # Sorted by event id: concurrent batches of several processes lock keys in one order.
     "insert_events": (
@@ -120,10 +127,11 @@ STATEMENTS: dict[str, str] = {
     "insert_deliveries": (
         "INSERT INTO deliveries (event_id, stripe_event_id, workflow_id, action_index,"
         " action_type, status, attempt_count, next_attempt_at, lease_until, claim_id,"
-        " deadline_at, last_error, force, sent_ok, created_at, updated_at)"
+        " deadline_at, last_error, force, sent_ok, created_at, updated_at, person_key)"
         " SELECT e.id, e.stripe_event_id, d.workflow_id, d.action_index, d.action_type,"
         f" d.status, 0, CASE WHEN d.status IN {DUE} THEN e.received_at END, NULL, NULL,"
-        " e.received_at + d.retry_window, d.reason, false, false, e.received_at, e.received_at"
+        " e.received_at + d.retry_window, d.reason, false, false, e.received_at, e.received_at,"
+        f" {PERSON_KEY}"
         " FROM ROWS FROM (json_to_recordset(%s::json) AS (stripe_event_id text,"
         " workflow_id text, action_index integer, action_type text, status text, reason text,"
         " retry_window double precision)) WITH ORDINALITY AS d(stripe_event_id, workflow_id,"
@@ -140,11 +148,17 @@ STATEMENTS: dict[str, str] = {
     ),
     **_billing(),
     # Claims ------------------------------------------------------------------------------
-    # SKIP LOCKED: concurrent claimers (other processes) never wait for nor share a row.
+    # As on SQLite: a person with a delivery under a live claim waits for it. SKIP LOCKED:
+    # rows a finish is recording are passed over.
     "claim_due_ids": (
-        "SELECT " + _agg("id ORDER BY next_attempt_at, id") + " FROM (SELECT id, next_attempt_at"
-        f" FROM deliveries WHERE status IN {DUE} AND next_attempt_at <= %s"
-        " ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED) AS due"
+        "WITH p AS (SELECT %s::double precision AS now)"
+        " SELECT " + _agg("id ORDER BY next_attempt_at, id") + " FROM (SELECT d.id,"
+        " d.next_attempt_at FROM deliveries AS d CROSS JOIN p"
+        f" WHERE d.status IN {DUE} AND d.next_attempt_at <= p.now AND (d.person_key IS NULL"
+        " OR d.person_key NOT IN (SELECT o.person_key FROM deliveries AS o"
+        f" WHERE o.claim_id IS NOT NULL AND o.status IN {DUE} AND o.person_key IS NOT NULL"
+        " AND o.lease_until > p.now)) ORDER BY d.next_attempt_at, d.id LIMIT %s"
+        " FOR UPDATE OF d SKIP LOCKED) AS due"
     ),
     "claim_mark": (
         "UPDATE deliveries SET claim_id = %s || id::text, lease_until = %s,"

@@ -16,6 +16,8 @@ from billbridge.store.tables_billing import BILLING_TABLES
 # The SQLite clock as Unix seconds (millisecond resolution).
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 DUE = "('pending', 'retrying')"
+# Who a delivery is about, from its event (deliveries.person_key).
+PERSON_KEY = "COALESCE(e.customer_id, lower(e.email))"
 
 # The billing columns an upsert keeps when the new snapshot has none (COALESCE), and the
 # flags only ever raised (never written by the guarded upsert).
@@ -122,7 +124,8 @@ def _ids(parameter: str = "?") -> str:
 
 
 STATEMENTS: dict[str, str | MultiRow] = {
-    "now": f"SELECT {NOW}",
+    # The claim's clock (SQLite: claims are already serialised by the one writer).
+    "claim_now": f"SELECT {NOW}",
     # Ingest ------------------------------------------------------------------------------
     # VALUES lists, not JSON: here each JSON field read re-parses its element, payload and
     # all (~10x slower for webhook-sized events).
@@ -142,10 +145,11 @@ STATEMENTS: dict[str, str | MultiRow] = {
     "insert_deliveries": MultiRow(
         "INSERT INTO deliveries (event_id, stripe_event_id, workflow_id, action_index,"
         " action_type, status, attempt_count, next_attempt_at, lease_until, claim_id,"
-        " deadline_at, last_error, force, sent_ok, created_at, updated_at)"
+        " deadline_at, last_error, force, sent_ok, created_at, updated_at, person_key)"
         " SELECT e.id, e.stripe_event_id, v.column2, v.column3, v.column4, v.column5, 0,"
         f" CASE WHEN v.column5 IN {DUE} THEN e.received_at END, NULL, NULL,"
-        " e.received_at + v.column7, v.column6, 0, 0, e.received_at, e.received_at"
+        " e.received_at + v.column7, v.column6, 0, 0, e.received_at, e.received_at,"
+        f" {PERSON_KEY}"
         " FROM (VALUES {rows}) AS v CROSS JOIN events AS e"
         " ON e.stripe_event_id = v.column1 WHERE true",
         "(?, ?, ?, ?, ?, ?, ?)",
@@ -164,9 +168,16 @@ STATEMENTS: dict[str, str | MultiRow] = {
     # Claims ------------------------------------------------------------------------------
     # A claimed delivery's next_attempt_at is its lease end, so "due" covers never-claimed
     # rows and expired leases alike, and the (status, next_attempt_at) index serves it.
+    # One person, one order: a delivery whose person (person_key) has a delivery under a
+    # live claim waits for that claim. The held people come from a small partial index
+    # (named: without statistics the planner would walk every open delivery instead).
     "claim_due_ids": (
         "SELECT json_group_array(id) FROM (SELECT id FROM deliveries"
-        f" WHERE status IN {DUE} AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
+        f" WHERE status IN {DUE} AND next_attempt_at <= ?1 AND (person_key IS NULL"
+        " OR person_key NOT IN (SELECT person_key FROM deliveries INDEXED BY ix_deliveries_held"
+        " WHERE claim_id IS NOT NULL"
+        f" AND status IN {DUE} AND person_key IS NOT NULL AND lease_until > ?1))"
+        " ORDER BY next_attempt_at, id LIMIT ?2)"
     ),
     "claim_mark": (
         "UPDATE deliveries SET claim_id = ? || CAST(id AS TEXT), lease_until = ?,"
