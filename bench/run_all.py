@@ -601,6 +601,9 @@ class Bench:
         """Billbridge's settings for sending to this receiver."""
         return {
             "BILLBRIDGE_TRACK_BATCHING": self.o.track_batching,
+            # The sample events are test-mode; with no test workspace they would be
+            # dry_run (recorded, not sent): send them to this receiver instead.
+            "BILLBRIDGE_TEST_MODE_EVENTS": "deliver",
             "CUSTOMERIO_SITE_ID": CIO_SITE_ID,
             "CUSTOMERIO_TRACK_API_KEY": CIO_TRACK_KEY,
             "CUSTOMERIO_TRACK_URL": cio.url,
