@@ -162,6 +162,12 @@ class SqlPrivacyMixin(Store):
                 for row in rows
             ],
         )
+        # The person key (a customer id or an email) only orders deliveries still to send.
+        conn.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.event_id.in_(ids), deliveries.c.status.in_(FINAL_STATUSES))
+            .values(person_key=None)
+        )
         delivery_rows = conn.execute(
             sa.select(deliveries.c.id, deliveries.c.event_id, deliveries.c.last_error).where(
                 deliveries.c.event_id.in_(ids)
