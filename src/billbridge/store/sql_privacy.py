@@ -49,6 +49,18 @@ def _unfinished(event_id: sa.ColumnElement[Any]) -> sa.Exists:
     )
 
 
+# What `_scrub_events` reads of an event: its stub's fields, and the personal data in it.
+_SCRUB_COLUMNS = (
+    events.c.id,
+    events.c.stripe_event_id,
+    events.c.type,
+    events.c.created,
+    events.c.livemode,
+    events.c.email,
+    events.c.payload,
+)
+
+
 class SqlPrivacyMixin(Store):
     """Retention, erasure and the erasure record of the SQL store."""
 
@@ -103,15 +115,7 @@ class SqlPrivacyMixin(Store):
         def tx(conn: Connection) -> int:
             now = self._db_now(conn)
             rows = conn.execute(
-                sa.select(
-                    events.c.id,
-                    events.c.stripe_event_id,
-                    events.c.type,
-                    events.c.created,
-                    events.c.livemode,
-                    events.c.email,
-                    events.c.payload,
-                )
+                sa.select(*_SCRUB_COLUMNS)
                 .where(
                     events.c.pruned_at.is_(None),
                     events.c.received_at < now - older_than,
@@ -216,14 +220,7 @@ class SqlPrivacyMixin(Store):
                 .exists()
             )
             rows = conn.execute(
-                sa.select(
-                    events.c.id,
-                    events.c.stripe_event_id,
-                    events.c.type,
-                    events.c.created,
-                    events.c.livemode,
-                    events.c.payload,
-                )
+                sa.select(*_SCRUB_COLUMNS)
                 .where(events.c.source == "erasure", events.c.pruned_at.is_(None), ~not_done)
                 .limit(limit)
             ).all()
@@ -305,14 +302,7 @@ class SqlPrivacyMixin(Store):
         def tx(conn: Connection) -> int:
             now = self._db_now(conn)
             rows = conn.execute(
-                sa.select(
-                    events.c.id,
-                    events.c.stripe_event_id,
-                    events.c.type,
-                    events.c.created,
-                    events.c.livemode,
-                    events.c.payload,
-                )
+                sa.select(*_SCRUB_COLUMNS)
                 .where(_matching_events(person.customer_ids, person.emails))
                 .order_by(events.c.id)
                 .limit(limit)
