@@ -41,9 +41,11 @@ from typing import Any, Literal
 
 import structlog
 
+from billbridge.billing.profile import absent_attributes
 from billbridge.billing.projection import rows_for_object
 from billbridge.config import CioMode, Settings
 from billbridge.customerio.client import CustomerIOClient
+from billbridge.customerio.requests import ATTRIBUTE_REMOVAL
 from billbridge.delivery.decision import DecisionBatch, DecisionChain
 from billbridge.errors import ConfigurationError, RetryableDeliveryError, TerminalDeliveryError
 from billbridge.identity import IdentityResolver, Person
@@ -140,9 +142,12 @@ def _pages(
 def identify_operation(
     person: Person, profile: dict[str, Any], identifier_mode: str
 ) -> dict[str, Any]:
-    """The Track v2 `identify` for a person: the profile's known attributes only, plus
-    `email` and `stripe_customer_id` as every identify carries (SPEC §4)."""
-    attributes = {key: value for key, value in profile.items() if value is not None}
+    """The Track v2 `identify` for a person: the profile's known attributes, plus
+    `email` and `stripe_customer_id` as every identify carries (SPEC §4); the profile
+    attributes it no longer has are removed (`ATTRIBUTE_REMOVAL`), as a delivery does."""
+    known = {key: value for key, value in profile.items() if value is not None}
+    attributes: dict[str, Any] = dict.fromkeys(absent_attributes(known), ATTRIBUTE_REMOVAL)
+    attributes.update(known)
     if person.customer_id:
         attributes.setdefault("stripe_customer_id", person.customer_id)
     if person.email:

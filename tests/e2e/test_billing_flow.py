@@ -283,3 +283,91 @@ def test_connect_events_read_stripe_with_the_account(
     assert reads
     assert all(r.headers.get("stripe-account") == "acct_1Connected" for r in reads)
     wait_until(lambda: (running.cio.person("cus_Connect") or {}).get("email"), timeout=5)
+
+
+def _subscription(
+    event_type: str, customer_id: str, sub_id: str, created: int, **fields: Any
+) -> dict[str, Any]:
+    event = sample_event(event_type, customer_id=customer_id, created=created)
+    event["data"]["object"].update(id=sub_id, created=created, **fields)
+    return event
+
+
+def test_attributes_that_stop_being_true_are_removed(running: Running) -> None:
+    """A trial that gives way to a paid subscription, a second currency that goes away: the
+    identify removes `trial_end`, then `mrr_by_currency` and `canceled_at` (sent as "");
+    the product's own attribute on the same person is untouched."""
+    customer_id, email, at = "cus_Removed", "removed@example.com", 1_700_000_000
+    running.post_event(sample_event("customer.created", customer_id=customer_id, email=email))
+    trial = _subscription(
+        "customer.subscription.created",
+        customer_id,
+        "sub_Trial",
+        at,
+        status="trialing",
+        trial_start=at,
+        trial_end=at + 14 * 86_400,
+    )
+    running.post_event(trial)
+    _settled(running, trial["id"])
+    person = running.cio.person(customer_id)
+    assert person is not None
+    assert person["trial_end"] == at + 14 * 86_400
+    assert "mrr_by_currency" not in person
+
+    # The product identifies the same person with an attribute of its own.
+    config = running.cio.config
+    own = httpx.put(
+        f"{running.cio.url}/api/v1/customers/{customer_id}",
+        json={"favourite_colour": "green"},
+        auth=(config.site_id, config.track_api_key),
+        timeout=10,
+    )
+    assert own.status_code == 200, own.text
+
+    # The trial is dropped for a new (paid, usd) subscription; a eur one is added.
+    ended = _subscription(
+        "customer.subscription.deleted", customer_id, "sub_Trial", at + 10, canceled_at=at + 10
+    )
+    paid = _subscription("customer.subscription.created", customer_id, "sub_Usd", at + 20)
+    euro = _subscription(
+        "customer.subscription.created", customer_id, "sub_Eur", at + 30, currency="eur"
+    )
+    euro["data"]["object"]["items"]["data"][0]["price"]["currency"] = "eur"
+    for event in (ended, paid, euro):
+        running.post_event(event)
+    _settled(running, ended["id"], paid["id"], euro["id"])
+    person = running.cio.person(customer_id)
+    assert person is not None
+    assert "trial_end" not in person  # the trialing subscription is no longer described
+    assert person["subscription_id"] == "sub_Eur"
+    assert set(person["mrr_by_currency"]) == {"eur", "usd"}
+
+    # The eur subscription ends: one currency again, and the chosen one is not canceled.
+    gone = _subscription(
+        "customer.subscription.deleted",
+        customer_id,
+        "sub_Eur",
+        at + 30,
+        currency="eur",
+        canceled_at=at + 40,
+    )
+    gone["created"] = at + 40
+    running.post_event(gone)
+    _settled(running, gone["id"])
+    person = running.cio.person(customer_id)
+    assert person is not None
+    assert person["subscription_id"] == "sub_Usd"
+    for removed in ("mrr_by_currency", "canceled_at", "trial_end"):
+        assert removed not in person, removed
+    assert person["favourite_colour"] == "green"
+    assert person["email"] == email
+    last = [
+        r["body"]
+        for r in running.cio.requests
+        if r["method"] == "PUT" and r["body"].get("subscription_id") == "sub_Usd"
+    ][-1]
+    assert last["mrr_by_currency"] == ""
+    assert last["canceled_at"] == ""
+    assert "favourite_colour" not in last  # never removes what Billbridge does not own
+    assert last["email"] == email

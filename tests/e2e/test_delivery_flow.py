@@ -132,6 +132,7 @@ def _expected(running: Running, event: dict[str, Any], detail: EventDetail) -> l
             event,
             person,
             profile=extra.profile,
+            profile_removals=extra.profile_removals,
             changes=extra.changes,
         )
         if delivery.status == "skipped":

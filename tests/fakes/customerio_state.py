@@ -230,7 +230,10 @@ class Workspace:
                 if stamps.get(name, -1) > stamp:
                     continue  # an older update arriving late does not win
                 stamps[name] = stamp
-            if new is None:
+            # Removal, not an empty value: Customer.io's Track spec says "Pass `null` or an
+            # empty string to remove an attribute" (said of object attributes; assumed for
+            # people, docs/internals.md "Removing attributes"). Billbridge sends "".
+            if new is None or new == "":
                 person.pop(name, None)
             else:
                 person[name] = new

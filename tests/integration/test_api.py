@@ -377,6 +377,10 @@ def test_workflow_test_defaults_to_a_sample_and_accepts_a_stored_event(api: Api)
     assert default["event"]["type"] == "charge.failed"
     # payment_failed, then the billing-profile identify
     assert [step["status"] for step in default["requests"]] == ["planned", "planned"]
+    # The dry run shows the removals exactly as sent: "" for what the profile lacks.
+    profile_identify = default["requests"][1]["request"]["body"]
+    assert profile_identify["trial_end"] == ""
+    assert profile_identify["mrr_by_currency"] == ""
     stored = _event("charge.failed", customer_id="cus_stored")
     api.webhook(stored)
     response = api.client.post(

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from billbridge.backfill import CHECKPOINT_KEY
-from billbridge.billing.profile import compute_profile
+from billbridge.billing.profile import REMOVABLE_ATTRIBUTES, compute_profile
 from billbridge.store import open_store
 from billbridge.store.base import Store
 from tests.fakes import customerio as cio_fakes
@@ -160,3 +161,33 @@ def test_dry_run_sends_nothing_and_prints_a_sample_operation(
     assert sample["action"] == "identify"
     assert sample["identifiers"]["email"].endswith("@example.com")
     assert sample["attributes"]["stripe_customer_id"].startswith("cus_")
+    # Every billing attribute is there: a value, or "" where the profile has none.
+    assert set(REMOVABLE_ATTRIBUTES) <= set(sample["attributes"])
+
+
+def test_a_backfill_removes_stale_billing_attributes_and_keeps_the_rest(
+    loaded: World, fake_customerio: FakeCustomerIO, job_store: Store
+) -> None:
+    """A person already in Customer.io with billing attributes that are no longer true (and
+    one of the product's own): the backfill removes the stale ones, keeps the other."""
+    customer_id = max(loaded.customers, key=lambda c: c["created"])["id"]
+    config = fake_customerio.config
+    stale = {"trial_end": 1, "mrr_by_currency": {"usd": 1, "eur": 2}, "canceled_at": 2}
+    seeded = httpx.put(
+        f"{fake_customerio.url}/api/v1/customers/{customer_id}",
+        json={**stale, "favourite_colour": "green"},
+        auth=(config.site_id, config.track_api_key),
+        timeout=10,
+    )
+    assert seeded.status_code == 200, seeded.text
+    result = invoke("backfill", "--limit", "1")
+    assert result.exit_code == 0, result.output
+    person = fake_customerio.person(customer_id)
+    assert person is not None
+    profile = compute_profile(job_store, customer_id)
+    for name in stale:
+        assert person.get(name) == profile.get(name), name  # the true value, or removed
+    assert {name for name in REMOVABLE_ATTRIBUTES if name in person} == {
+        name for name in REMOVABLE_ATTRIBUTES if name in profile
+    }
+    assert person["favourite_colour"] == "green"

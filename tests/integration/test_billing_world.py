@@ -283,9 +283,16 @@ def _compare(world: BillingWorld, cio: FakeCustomerIO) -> tuple[int, list[Any], 
 
 
 def _report(label: str, checked: int, mismatches: list[Any], extra: Counter[str]) -> None:
-    print(f"\n{label}: {checked} people checked, {len(mismatches)} mismatches, stale: {extra}")
+    """Every person's billing attributes equal the reference exactly: no wrong value, and
+    no stale attribute the reference no longer has (the identify removed it)."""
+    stale = sum(extra.values())
+    print(
+        f"\n{label}: {checked} people checked, {len(mismatches)} mismatches,"
+        f" {stale} stale {dict(extra)}"
+    )
     assert checked == CUSTOMERS
     assert mismatches == [], json.dumps(mismatches[:5], indent=1)
+    assert not extra, dict(extra)
 
 
 def test_backfill_gives_every_person_the_reference_profile(

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from billbridge.billing.profile import profile_from_state
+from billbridge.billing.profile import absent_attributes, profile_from_state
 from billbridge.billing.projection import state_of_objects
 from billbridge.customerio.requests import CioRequest
+from billbridge.customerio.v2 import to_batch_operation
 from billbridge.ids import deterministic_ulid
 from billbridge.workflows.defaults import default_workflows
 from billbridge.workflows.model import Workflow, validate_workflow
@@ -974,3 +975,75 @@ def test_an_event_without_id_or_created_is_a_value_error() -> None:
     del event["id"]
     with pytest.raises(ValueError, match="`id`"):
         plan_action(workflow, 0, event, JANE)
+
+
+def test_an_identify_with_the_profile_removes_the_attributes_it_no_longer_has() -> None:
+    """`profile_removals` are sent as "" (Customer.io's removal form) under the profile;
+    a mapped attribute still wins, and identity attributes are never removed."""
+    profile = {"stripe_customer_id": CUS, "subscription_status": "active", "mrr": 2900}
+    removals = absent_attributes(profile)
+    assert "trial_end" in removals
+    assert "mrr_by_currency" in removals
+    assert not {"email", "name", "created_at", "stripe_customer_id"} & set(removals)
+    workflow = _workflow(
+        [
+            {
+                "type": "identify",
+                "include_profile": True,
+                "attributes": {"canceled_at": "{{ event.created }}", "favourite": "blue"},
+            }
+        ]
+    )
+    request = plan_action(
+        workflow,
+        0,
+        EVENTS["charge.succeeded"],
+        JANE,
+        profile=profile,
+        profile_removals=removals,
+    )
+    assert isinstance(request, CioRequest)
+    assert request.body is not None
+    body = request.body
+    assert body["email"] == EMAIL
+    assert body["mrr"] == 2900
+    assert body["trial_end"] == ""
+    assert body["mrr_by_currency"] == ""
+    assert body["canceled_at"] == CREATED  # mapped: the user's value beats the removal
+    assert body["favourite"] == "blue"
+    assert {key for key, value in body.items() if value == ""} == set(removals) - {"canceled_at"}
+    # The same call as a Track v2 batch operation carries the same removals.
+    operation = to_batch_operation(request)
+    assert operation is not None
+    assert operation["attributes"] == body
+
+
+def test_removals_need_the_profile() -> None:
+    """Without `include_profile` (user mappings only) nothing is removed, whatever the
+    caller passes; and a removal never shadows a value the profile has."""
+    profile = {"stripe_customer_id": CUS, "mrr": 0}
+    mapped = _workflow([{"type": "identify", "attributes": {"plan": "{{ profile.mrr }}"}}])
+    request = plan_action(
+        mapped,
+        0,
+        EVENTS["charge.succeeded"],
+        JANE,
+        profile=profile,
+        profile_removals=("trial_end", "mrr"),
+    )
+    assert isinstance(request, CioRequest)
+    assert request.body is not None
+    assert "" not in request.body.values()
+    with_profile = _workflow([{"type": "identify", "include_profile": True}])
+    request = plan_action(
+        with_profile,
+        0,
+        EVENTS["charge.succeeded"],
+        JANE,
+        profile=profile,
+        profile_removals=("trial_end", "mrr"),
+    )
+    assert isinstance(request, CioRequest)
+    assert request.body is not None
+    assert request.body["mrr"] == 0
+    assert request.body["trial_end"] == ""

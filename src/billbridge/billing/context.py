@@ -1,7 +1,8 @@
 """What the delivery executor adds for billing: the profile, semantic changes, deletions.
 
     extra = billing_context(reads, workflow, action_index, event, person)  # reads only
-    plan_action(..., profile=extra.profile, changes=extra.changes, deleted_policy=...)
+    plan_action(..., profile=extra.profile, profile_removals=extra.profile_removals,
+                changes=extra.changes, deleted_policy=...)
 
 Runs in the worker thread just before planning, so an identify sends the profile as it is
 when the call is made: whichever order deliveries run in, the last call carries the
@@ -16,7 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from billbridge.billing.completion import complete_from_api
-from billbridge.billing.profile import compute_profile, known_from_record, profile_from_state
+from billbridge.billing.profile import (
+    absent_attributes,
+    compute_profile,
+    known_from_record,
+    profile_from_state,
+)
 from billbridge.billing.projection import link_rows
 from billbridge.billing.semantic import derive_changes
 from billbridge.identity import Person
@@ -32,6 +38,9 @@ from billbridge.workflows.model import CustomerDeletedPolicyAction, IdentifyActi
 class BillingContext:
     profile: dict[str, Any] | None
     changes: dict[str, Any] | None
+    # The profile attributes Billbridge set that are now unknown (an identify carrying the
+    # profile removes them); empty without a profile.
+    profile_removals: tuple[str, ...] = ()
 
 
 def _mentions(workflow: Workflow, name: str, memo: dict[Any, Any]) -> bool:
@@ -96,7 +105,8 @@ def billing_context(
         if changes_key not in memo:
             memo[changes_key] = derive_changes(event, pending)
         changes = memo[changes_key]
-    return BillingContext(profile=profile, changes=changes)
+    removals = absent_attributes(profile) if profile is not None else ()
+    return BillingContext(profile=profile, changes=changes, profile_removals=removals)
 
 
 def _profile(pending: PendingReads, customer_id: str, memo: dict[Any, Any]) -> dict[str, Any]:

@@ -20,6 +20,13 @@ use another currency too also gets `mrr_by_currency` ({currency: mrr}). Likewise
 `failed_payments_count` and the payment times count every charge, whatever its currency.
 `metered_items_count` is the number of metered items of the active, past_due and
 trialing subscriptions (their usage has no MRR).
+
+An attribute that stops being true (a trial ended, a second currency went away) is
+removed from the person: `absent_attributes(profile)` names the `REMOVABLE_ATTRIBUTES`
+the profile lacks, and an identify that sends the profile sends each of them with
+Customer.io's removal value (`billbridge.customerio.requests.ATTRIBUTE_REMOVAL`). The
+person's identity (`email`, `name`, `created_at`, `stripe_customer_id`) is never removed:
+the product's own identify calls set those too, and `email` may be an identifier.
 """
 
 from __future__ import annotations
@@ -77,6 +84,20 @@ PROFILE_ATTRIBUTES: tuple[str, ...] = (
     "last_payment_failed_at",
     "disputes_count",
 )
+
+
+# The person's identity: also set outside Billbridge, never removed by it.
+IDENTITY_ATTRIBUTES = frozenset({"email", "name", "stripe_customer_id", "created_at"})
+# What Billbridge alone sets, so removes when the profile no longer has it.
+REMOVABLE_ATTRIBUTES: tuple[str, ...] = tuple(
+    name for name in PROFILE_ATTRIBUTES if name not in IDENTITY_ATTRIBUTES
+)
+
+
+def absent_attributes(profile: dict[str, Any]) -> tuple[str, ...]:
+    """The removable attributes `profile` lacks (SPEC order): an identify carrying the
+    profile removes them from the person."""
+    return tuple(name for name in REMOVABLE_ATTRIBUTES if name not in profile)
 
 
 def _status_rank(status: Any) -> int:

@@ -13,6 +13,13 @@ from urllib.parse import quote
 CioApi = Literal["track", "app"]
 HttpMethod = Literal["GET", "PUT", "POST", "DELETE"]
 
+# The value that removes a person attribute in an identify call (Track v1 body, Track v2
+# `attributes`): the empty string. Customer.io's Track API spec documents "Pass `null` or
+# an empty string to remove an attribute" for object and relationship attributes; of the
+# two, only the string fits the v1 person-attribute schema (string, integer or boolean),
+# so it is the documented-safest form for people (docs/internals.md, "Removing attributes").
+ATTRIBUTE_REMOVAL = ""
+
 
 def path_identifier(value: str) -> str:
     """Percent-encode a person identifier for a Track path (`@`, `+`, `/`, spaces...)."""

@@ -151,6 +151,7 @@ class DecisionBatch:
                 person,
                 identifier_mode=self._settings.identifier,
                 profile=extra.profile,
+                profile_removals=extra.profile_removals,
                 changes=extra.changes,
                 deleted_policy=policy,
             )

@@ -13,11 +13,11 @@ raise `TemplateError`; the executor marks the delivery failed with its message.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from billbridge.customerio.requests import CioRequest, path_identifier
+from billbridge.customerio.requests import ATTRIBUTE_REMOVAL, CioRequest, path_identifier
 from billbridge.ids import deterministic_ulid
 from billbridge.workflows.limits import render_budget
 from billbridge.workflows.model import (
@@ -127,7 +127,11 @@ def _stripe_fields(event: Mapping[str, Any], context: Mapping[str, Any]) -> dict
 
 
 def _plan_identify(
-    action: IdentifyAction, path: str, context: Mapping[str, Any], person: PersonLike
+    action: IdentifyAction,
+    path: str,
+    context: Mapping[str, Any],
+    person: PersonLike,
+    profile_removals: Collection[str],
 ) -> CioRequest:
     body: dict[str, Any] = {}
     if person.email:
@@ -135,6 +139,10 @@ def _plan_identify(
     if person.customer_id:
         body["stripe_customer_id"] = person.customer_id
     if action.include_profile:
+        # Profile attributes that stopped being true are removed, not left stale.
+        body.update(
+            (name, ATTRIBUTE_REMOVAL) for name in profile_removals if name not in context["profile"]
+        )
         # The current profile beats the payload: a stale event must not send old values.
         body.update(context["profile"])
     body.update(render_mapping(action.attributes, context, path=f"{path}.attributes"))
@@ -268,6 +276,7 @@ def plan_action(
     *,
     identifier_mode: str = "stripe_customer_id",
     profile: Mapping[str, Any] | None = None,
+    profile_removals: Collection[str] = (),
     changes: Mapping[str, Any] | None = None,
     deleted_policy: str = "keep",
 ) -> CioRequest | Skip:
@@ -278,6 +287,9 @@ def plan_action(
     identifier is. Returns Skip when the filter does not match, the action no longer
     exists, or a send has no address. Raises TemplateError when a template fails.
     `profile` and `changes` (billing profile, semantic events) join the template context;
+    `profile_removals` names the profile attributes an identify with `include_profile`
+    removes (sends as `ATTRIBUTE_REMOVAL`): those Billbridge set that are now unknown
+    (`billbridge.billing.profile.absent_attributes`). Mapped attributes still win.
     `deleted_policy` is BILLBRIDGE_CUSTOMER_DELETED_POLICY.
     """
     if not 0 <= action_index < len(workflow.actions):
@@ -294,6 +306,7 @@ def plan_action(
             person=person,
             identifier_mode=identifier_mode,
             deleted_policy=deleted_policy,
+            profile_removals=profile_removals,
         )
 
 
@@ -306,11 +319,12 @@ def _plan_body(
     person: PersonLike,
     identifier_mode: str,
     deleted_policy: str,
+    profile_removals: Collection[str],
 ) -> CioRequest | Skip:
     action = workflow.actions[action_index]
     path = f"actions.{action_index}"
     if isinstance(action, IdentifyAction):
-        return _plan_identify(action, path, context, person)
+        return _plan_identify(action, path, context, person, profile_removals)
     if isinstance(action, TrackEventAction):
         return _plan_track_event(
             workflow, action_index, action, event=event, context=context, person=person
