@@ -3,9 +3,11 @@
 Several processes (web, workers) can share one database. Each process writes through one
 group-committing `Writer` (`store/writer.py`): concurrent webhooks share a transaction,
 each answered after its commit. Claims lock the rows they take (`FOR UPDATE SKIP LOCKED`)
-so two claimers never get the same delivery, and every transaction that makes work due
-sends `NOTIFY billbridge_work`, which a listener thread in each process turns into an
-in-process wake-up.
+so two claimers never get the same delivery. Once a transaction that made work due has
+committed, a notifier thread sends `NOTIFY billbridge_work` on a connection of its own (a
+burst of commits costs one notification, and no writer transaction waits for the
+notification queue's lock); a listener thread in each process turns it into an in-process
+wake-up.
 
     store = PostgresStore("postgresql+psycopg://billbridge@db/billbridge")
     store.migrate()
@@ -20,9 +22,9 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import make_url
 
-from billbridge.errors import ConfigurationError, StoreUnavailableError
+from billbridge.errors import ConfigurationError
 from billbridge.store.sql import Insert, SqlStore, run_migrations, unavailable_on_errors
 from billbridge.store.statements import load
 from billbridge.store.statements.postgres import NOW
@@ -35,7 +37,12 @@ CONNECT_TIMEOUT = 5  # seconds: an unreachable database must fail fast (ingest a
 # Writer threads, each committing a batch at a time on its own connection: a commit is a
 # round trip to the server (and an fsync there), so several batches are in flight at once.
 WRITER_THREADS = 2
-LISTEN_POLL = 0.25  # seconds: how often the listener thread checks for close()
+LISTEN_POLL = 0.25  # seconds: how often the listener and notifier threads check for close()
+# Seconds between two notifications of one process: a burst of committed batches wakes
+# the workers once per interval, not once per batch. The first after a quiet spell goes
+# at once. (A NOTIFY inside each writer transaction took a cluster-wide lock until its
+# commit was flushed, serialising the writers' commits; bench/README.md has the numbers.)
+NOTIFY_INTERVAL = 0.05
 
 
 def normalise_postgres_url(database_url: str) -> sa.URL:
@@ -128,6 +135,7 @@ class PostgresStore(SqlStore):
         self._listener: threading.Thread | None = None
         self._listener_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._notifier = WorkNotifier(self._conninfo, self._connect_timeout)
 
     # Driver hooks -------------------------------------------------------------------------
 
@@ -138,12 +146,10 @@ class PostgresStore(SqlStore):
     def _now_expr(self) -> sa.ColumnElement[float]:
         return sa.literal_column(NOW, type_=sa.Double())
 
-    def _on_work_created(self, conn: Connection) -> None:
-        # Delivered at commit, and only then: a listener never wakes for a rolled-back write.
-        # On the DB-API connection: inside an ingest's pipelined batch it is sent along.
-        driver = conn.connection.driver_connection
-        assert driver is not None  # noqa: S101 - a live connection
-        driver.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+    def _work_committed(self) -> None:
+        # After the commit, and only then: a listener never wakes for a rolled-back write.
+        self._wake.notify()
+        self._notifier.request()
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -155,6 +161,7 @@ class PostgresStore(SqlStore):
     def close(self) -> None:
         self._stopping.set()
         self._writer.close()
+        self._notifier.close()
         with self._listener_lock:
             listener, self._listener = self._listener, None
         if listener is not None:
@@ -170,14 +177,7 @@ class PostgresStore(SqlStore):
     def notify_work(self) -> None:
         """Wake local waiters now and other processes through NOTIFY (best effort: a
         worker that misses it still polls)."""
-        self._wake.notify()
-        # A transaction of its own, outside the writer: a wake-up, nothing to batch.
-        with (
-            contextlib.suppress(StoreUnavailableError),
-            unavailable_on_errors(),
-            self._engine.begin() as conn,
-        ):
-            self._on_work_created(conn)
+        self._work_committed()
 
     def _ensure_listener(self) -> None:
         with self._listener_lock:
@@ -204,3 +204,72 @@ class PostgresStore(SqlStore):
                 # The database went away: waiters fall back to their timeouts until it is
                 # back; try again shortly.
                 self._stopping.wait(1.0)
+
+
+class WorkNotifier:
+    """Sends `NOTIFY billbridge_work` for committed work from a thread of its own, on an
+    autocommit connection of its own: requests that arrive while one is being sent, or
+    within `NOTIFY_INTERVAL` of it, are answered by the next one. Best effort: while the
+    database is unreachable nothing is sent, and workers still poll."""
+
+    def __init__(self, conninfo: str, connect_timeout: int) -> None:
+        self._conninfo = conninfo
+        self._connect_timeout = connect_timeout
+        self._requested = threading.Event()  # a notification is owed
+        self._wakeup = threading.Event()  # the thread has something to look at
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def request(self) -> None:
+        """Ask for a notification (cheap: sets a flag; starts the thread on first use)."""
+        self._requested.set()
+        self._wakeup.set()
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._stopping.is_set():
+                    self._thread = threading.Thread(
+                        target=self._run, name="billbridge-pg-notifier", daemon=True
+                    )
+                    self._thread.start()
+
+    def close(self) -> None:
+        """Send what is owed, then stop the thread."""
+        with self._lock:
+            self._stopping.set()
+            thread = self._thread
+        self._wakeup.set()
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            while True:
+                if not self._requested.is_set():
+                    if self._stopping.is_set():
+                        return
+                    self._wakeup.wait(LISTEN_POLL)
+                    self._wakeup.clear()
+                    continue
+                self._requested.clear()
+                conn = self._send(conn)
+                self._stopping.wait(NOTIFY_INTERVAL)  # what arrives meanwhile: one more
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _send(self, conn: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
+        """One NOTIFY; returns the connection to reuse (None after a failure)."""
+        try:
+            if conn is None:
+                conn = psycopg.connect(
+                    self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
+                )
+            conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        except psycopg.Error:
+            if conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
+            return None
+        return conn

@@ -154,11 +154,8 @@ class _IngestJob(Gathered):
         store = jobs[0].store
         ingests = [job.ingest for job in jobs]
         db = store._db(conn)
-        with db.batch():  # the wake-up goes out with the batch (PostgreSQL)
-            results = outbox.ingest_many(db, ingests)
-            if outbox.makes_work(ingests, results):
-                store._on_work_created(conn)
-        return results
+        with db.batch():
+            return outbox.ingest_many(db, ingests)
 
 
 class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin, SqlPrivacyMixin):
@@ -206,8 +203,10 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin, SqlP
     def _now_expr(self) -> sa.ColumnElement[float]:
         """SQL for the database clock in Unix seconds."""
 
-    def _on_work_created(self, conn: Connection) -> None:
-        """Called inside a transaction that made deliveries due (PostgreSQL: NOTIFY)."""
+    def _work_committed(self) -> None:
+        """Called once a transaction that made deliveries due has committed: wakes this
+        process's waiters (PostgreSQL: and other processes', through NOTIFY)."""
+        self._wake.notify()
 
     def _read(self, fn: Callable[[Connection], T]) -> T:
         with unavailable_on_errors(), self._engine.connect() as conn, conn.begin():
@@ -235,7 +234,7 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin, SqlP
         return self._wake.wait(timeout)
 
     def notify_work(self) -> None:
-        self._wake.notify()
+        self._work_committed()
 
     # Ingest -------------------------------------------------------------------------------
 
@@ -263,7 +262,7 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin, SqlP
 
     def _ingested(self, result: IngestResult, ingest: Ingest) -> IngestResult:
         if outbox.makes_work([ingest], [result]):
-            self._wake.notify()
+            self._work_committed()
         return result
 
     # The queue ----------------------------------------------------------------------------
@@ -336,21 +335,18 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin, SqlP
     def beat(self, worker: WorkerInfo, in_flight: int, silent_after: float) -> int:
         freed = self._write(lambda conn: self._beat_tx(conn, worker, in_flight, silent_after))
         if freed:
-            self._wake.notify()
+            self._work_committed()
         return freed
 
     def _beat_tx(
         self, conn: Connection, worker: WorkerInfo, in_flight: int, silent_after: float
     ) -> int:
-        freed = outbox.beat(self._db(conn), worker, in_flight, silent_after)
-        if freed:
-            self._on_work_created(conn)
-        return freed
+        return outbox.beat(self._db(conn), worker, in_flight, silent_after)
 
     def retire_worker(self, worker_id: str) -> int:
         freed = self._write(lambda conn: outbox.retire(self._db(conn), worker_id))
         if freed:
-            self._wake.notify()
+            self._work_committed()
         return freed
 
     def list_workers(self, alive_within: float) -> list[WorkerRecord]:
@@ -379,7 +375,7 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin, SqlP
 
         reset = self._write(replay)
         if reset:
-            self._wake.notify()
+            self._work_committed()
         return reset
 
     def replay_failed(
@@ -403,7 +399,7 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin, SqlP
         ]
         reset = self._write(lambda conn: self._reset_tx(conn, where, False, retry_window))
         if reset:
-            self._wake.notify()
+            self._work_committed()
         return reset
 
     def _reset_tx(
@@ -431,10 +427,7 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin, SqlP
             )
             .returning(deliveries.c.id)
         )
-        ids = sorted(int(i) for i in conn.execute(stmt).scalars())
-        if ids:
-            self._on_work_created(conn)
-        return ids
+        return sorted(int(i) for i in conn.execute(stmt).scalars())
 
     # Reads --------------------------------------------------------------------------------
 
