@@ -333,15 +333,12 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin, SqlP
     # Heartbeats ---------------------------------------------------------------------------
 
     def beat(self, worker: WorkerInfo, in_flight: int, silent_after: float) -> int:
-        freed = self._write(lambda conn: self._beat_tx(conn, worker, in_flight, silent_after))
+        freed = self._write(
+            lambda conn: outbox.beat(self._db(conn), worker, in_flight, silent_after)
+        )
         if freed:
             self._work_committed()
         return freed
-
-    def _beat_tx(
-        self, conn: Connection, worker: WorkerInfo, in_flight: int, silent_after: float
-    ) -> int:
-        return outbox.beat(self._db(conn), worker, in_flight, silent_after)
 
     def retire_worker(self, worker_id: str) -> int:
         freed = self._write(lambda conn: outbox.retire(self._db(conn), worker_id))
