@@ -131,11 +131,13 @@ class PostgresStore(SqlStore):
         )
         super().__init__(engine, writer, load("postgres"), psycopg.Error)
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._connect_timeout = int(url.query.get("connect_timeout", CONNECT_TIMEOUT))  # type: ignore[arg-type]
+        # The listener's and notifier's own connections: the same timeouts and link checks
+        # (a NOTIFY on a cut link fails within tcp_user_timeout instead of hanging close()).
+        self._connect_args = connect_args
         self._listener: threading.Thread | None = None
         self._listener_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._notifier = WorkNotifier(self._conninfo, self._connect_timeout)
+        self._notifier = WorkNotifier(self._conninfo, connect_args)
 
     # Driver hooks -------------------------------------------------------------------------
 
@@ -192,9 +194,7 @@ class PostgresStore(SqlStore):
         """Hold a LISTEN connection; each notification (or reconnect) wakes local waiters."""
         while not self._stopping.is_set():
             try:
-                with psycopg.connect(
-                    self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
-                ) as conn:
+                with psycopg.connect(self._conninfo, autocommit=True, **self._connect_args) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._wake.notify()  # work may have arrived while we were not listening
                     while not self._stopping.is_set():
@@ -212,9 +212,9 @@ class WorkNotifier:
     within `NOTIFY_INTERVAL` of it, are answered by the next one. Best effort: while the
     database is unreachable nothing is sent, and workers still poll."""
 
-    def __init__(self, conninfo: str, connect_timeout: int) -> None:
+    def __init__(self, conninfo: str, connect_args: dict[str, Any]) -> None:
         self._conninfo = conninfo
-        self._connect_timeout = connect_timeout
+        self._connect_args = connect_args
         self._requested = threading.Event()  # a notification is owed
         self._wakeup = threading.Event()  # the thread has something to look at
         self._stopping = threading.Event()
@@ -263,9 +263,7 @@ class WorkNotifier:
         """One NOTIFY; returns the connection to reuse (None after a failure)."""
         try:
             if conn is None:
-                conn = psycopg.connect(
-                    self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
-                )
+                conn = psycopg.connect(self._conninfo, autocommit=True, **self._connect_args)
             conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
         except psycopg.Error:
             if conn is not None:
