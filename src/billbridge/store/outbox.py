@@ -325,31 +325,21 @@ def apply_billing(db: Db, rows: Sequence[BillingRow], *, counted: bool = True) -
 def _upsert_group(
     db: Db, table: sa.Table, group: list[tuple[BillingRow, dict[str, Any]]], *, counted: bool
 ) -> bool:
-    """One guarded upsert for rows of one shape and distinct ids, then what it cannot do:
-    the customer of rows stored without one (when counted, only unless every row was
-    written: a written row has its customer) and the sticky flags."""
+    """One guarded upsert for rows of one shape and distinct ids (it also fills in the
+    customer of a row stored without one, however old the new row), then the sticky
+    flags."""
     name = table.name
     group = sorted(group, key=lambda item: item[0].stripe_id)  # one lock order (distinct ids)
     upsert = _upsert_name(table, group[0][1])
     values = _dumps([values for _, values in group])
-    links = [
-        {"id": row.stripe_id, "customer_id": row.customer_id}
-        for row, _ in group
-        if row.customer_id is not None
-    ]
     flags = sorted({flag for row, _ in group for flag in row.sticky})
-    if not counted and db.pipelined:  # nothing waited for: the links are sent regardless
+    if not counted and db.pipelined:  # nothing waited for
         db.send(upsert, values)
-        if links:
-            db.send(f"billing_link_{name}", _dumps(links))
         for flag in flags:
             ids = [row.stripe_id for row, _ in group if flag in row.sticky]
             db.send(f"billing_sticky_{name}_{flag}", _dumps(ids))
         return False
-    written = db.run(upsert, values)
-    changed = written > 0
-    if links and written < len(group):
-        changed = db.run(f"billing_link_{name}", _dumps(links)) > 0 or changed
+    changed = db.run(upsert, values) > 0
     for flag in flags:
         ids = [row.stripe_id for row, _ in group if flag in row.sticky]
         changed = db.run(f"billing_sticky_{name}_{flag}", _dumps(ids)) > 0 or changed

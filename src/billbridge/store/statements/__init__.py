@@ -64,6 +64,23 @@ class Statements:
         return frozenset(self._statements)
 
 
+def guarded_set(table: str, column: str, kept: tuple[str, ...]) -> str:
+    """The SET of `column` in a billing upsert guarded by `order_key` (both dialects): the
+    new value when the new row is newer (a `kept` column keeps a stored value the new row
+    lacks), else the stored one; the customer id is filled in either way when the stored
+    row has none (the statement's WHERE lets such an older row through)."""
+    newer = f"{table}.order_key < excluded.order_key"
+    new, old = f"excluded.{column}", f"{table}.{column}"
+    if column == "customer_id":
+        return (
+            f"{column} = CASE WHEN {newer} THEN COALESCE({new}, {old})"
+            f" ELSE COALESCE({old}, {new}) END"
+        )
+    if column in kept:
+        return f"{column} = CASE WHEN {newer} THEN COALESCE({new}, {old}) ELSE {old} END"
+    return f"{column} = CASE WHEN {newer} THEN {new} ELSE {old} END"
+
+
 @functools.cache
 def load(dialect: Dialect) -> Statements:
     """The statements of `dialect` (`billbridge.store.statements.<dialect>.STATEMENTS`)."""

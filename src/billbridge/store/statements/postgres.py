@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from billbridge.store.statements import guarded_set
 from billbridge.store.tables import attempts, customers, events
 from billbridge.store.tables_billing import BILLING_TABLES
 
@@ -40,17 +41,15 @@ def _ids(cast: str = "bigint") -> str:
 
 def _billing_upsert(table: sa.Table, columns: tuple[str, ...]) -> str:
     name = table.name
-    sets = [
-        f"{c} = COALESCE(excluded.{c}, {name}.{c})" if c in KEPT else f"{c} = excluded.{c}"
-        for c in columns
-        if c != "id" and c not in STICKY
-    ]
+    sets = [guarded_set(name, c, KEPT) for c in columns if c != "id" and c not in STICKY]
     return (
         f"INSERT INTO {name} ({', '.join(columns)}, updated_at)"
         f" SELECT {', '.join('r.' + c for c in columns)}, {NOW}"
         f" FROM json_to_recordset(%s::json) AS r({_record(table, columns)})"
         f" ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}, updated_at = excluded.updated_at"
         f" WHERE {name}.order_key < excluded.order_key"
+        # Older than the stored row, it still fills in a customer the row was stored without.
+        f" OR ({name}.customer_id IS NULL AND excluded.customer_id IS NOT NULL)"
     )
 
 
@@ -63,11 +62,6 @@ def _billing() -> dict[str, str]:
     for table in BILLING_TABLES.values():
         name = table.name
         statements[f"billing_upsert_{name}"] = _billing_upsert(table, _columns(table))
-        statements[f"billing_link_{name}"] = (
-            f"UPDATE {name} AS t SET customer_id = p.customer_id, updated_at = {NOW}"
-            " FROM json_to_recordset(%s::json) AS p(id text, customer_id text)"
-            " WHERE t.id = p.id AND t.customer_id IS NULL"
-        )
         for flag in STICKY:
             if flag in table.c:
                 statements[f"billing_sticky_{name}_{flag}"] = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from billbridge.store.statements import MultiRow
+from billbridge.store.statements import MultiRow, guarded_set
 from billbridge.store.tables_billing import BILLING_TABLES
 
 # The SQLite clock as Unix seconds (millisecond resolution).
@@ -32,17 +32,15 @@ def _field(name: str, source: str = "value") -> str:
 
 def _billing_upsert(table: sa.Table, columns: tuple[str, ...]) -> str:
     name = table.name
-    sets = [
-        f"{c} = COALESCE(excluded.{c}, {name}.{c})" if c in KEPT else f"{c} = excluded.{c}"
-        for c in columns
-        if c != "id" and c not in STICKY
-    ]
+    sets = [guarded_set(name, c, KEPT) for c in columns if c != "id" and c not in STICKY]
     return (
         f"INSERT INTO {name} ({', '.join(columns)}, updated_at)"
         f" SELECT {', '.join(_field(c) for c in columns)}, {NOW}"
         " FROM json_each(?) WHERE true ORDER BY key"
         f" ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}, updated_at = excluded.updated_at"
         f" WHERE {name}.order_key < excluded.order_key"
+        # Older than the stored row, it still fills in a customer the row was stored without.
+        f" OR ({name}.customer_id IS NULL AND excluded.customer_id IS NOT NULL)"
     )
 
 
@@ -55,14 +53,6 @@ def _billing() -> dict[str, str]:
     for table in BILLING_TABLES.values():
         name = table.name
         statements[f"billing_upsert_{name}"] = _billing_upsert(table, _columns(table))
-        pairs = f"SELECT {_field('id')} AS id, {_field('customer_id')} AS c FROM json_each(?1)"
-        statements[f"billing_link_{name}"] = (
-            f"UPDATE {name} SET updated_at = {NOW},"
-            f" customer_id = (SELECT c FROM ({pairs}) AS p WHERE p.id = {name}.id)"
-            # `+customer_id`: look rows up by id, not through the customer_id index (which
-            # would walk every row stored without a customer).
-            f" WHERE +customer_id IS NULL AND id IN (SELECT id FROM ({pairs}))"
-        )
         for flag in STICKY:
             if flag in table.c:
                 statements[f"billing_sticky_{name}_{flag}"] = (
