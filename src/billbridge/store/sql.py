@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import functools
 import threading
-from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from billbridge.compact_json import compact_json_text
@@ -59,14 +57,12 @@ from billbridge.store.records_billing import BillingRow, DiscoveredFacts
 from billbridge.store.sql_access import SqlAccessMixin
 from billbridge.store.sql_billing import SqlBillingMixin
 from billbridge.store.sql_fleet import SqlFleetMixin
+from billbridge.store.sql_hooks import Insert, T
 from billbridge.store.sql_ops import SqlOpsMixin
 from billbridge.store.sql_privacy import SqlPrivacyMixin
 from billbridge.store.statements import Statements
 from billbridge.store.tables import customers, deliveries, events, meta, workflows
 from billbridge.store.writer import Gathered, Writer
-
-T = TypeVar("T")
-Insert = sqlite.Insert | postgresql.Insert
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -193,15 +189,6 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin, SqlP
             self._driver_errors,
             pipelined=self._pipelined,
         )
-
-    @abstractmethod
-    def _insert(self, table: sa.Table) -> Insert:
-        """The dialect's INSERT (with ON CONFLICT support)."""
-
-    @property
-    @abstractmethod
-    def _now_expr(self) -> sa.ColumnElement[float]:
-        """SQL for the database clock in Unix seconds."""
 
     def _work_committed(self) -> None:
         """Called once a transaction that made deliveries due has committed: wakes this

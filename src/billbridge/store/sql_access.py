@@ -7,15 +7,11 @@ It brings the login throttle's SQL along (`SqlThrottleMixin`).
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from billbridge.store.base import Store
 from billbridge.store.records_access import (
     AlertStateRecord,
     ApiTokenRecord,
@@ -34,8 +30,6 @@ from billbridge.store.tables_access import (
     users,
 )
 
-T = TypeVar("T")
-Insert = sqlite.Insert | postgresql.Insert
 TOKEN_USE_RESOLUTION = 60.0  # seconds: last_used_at is refreshed at most this often
 
 
@@ -50,21 +44,8 @@ def _token_record(row: Any) -> ApiTokenRecord:
     )
 
 
-class SqlAccessMixin(SqlThrottleMixin, Store):
+class SqlAccessMixin(SqlThrottleMixin):
     """The access, credentials and alert-state part of the SQL store."""
-
-    @abstractmethod
-    def _write(self, fn: Callable[[Connection], T]) -> T: ...
-
-    @abstractmethod
-    def _read(self, fn: Callable[[Connection], T]) -> T: ...
-
-    @abstractmethod
-    def _insert(self, table: sa.Table) -> Insert: ...
-
-    @property
-    @abstractmethod
-    def _now_expr(self) -> sa.ColumnElement[float]: ...
 
     # Users --------------------------------------------------------------------------------
 

@@ -8,16 +8,14 @@ reads are SQLAlchemy Core built once.
 from __future__ import annotations
 
 import json
-from abc import abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from billbridge.store.base import Store
-from billbridge.store.outbox import Db, apply_billing, record_facts
+from billbridge.store.outbox import apply_billing, record_facts
 from billbridge.store.queries import customer_record
 from billbridge.store.records import CustomerRecord
 from billbridge.store.records_billing import (
@@ -26,6 +24,7 @@ from billbridge.store.records_billing import (
     CustomerSnapshot,
     DiscoveredFacts,
 )
+from billbridge.store.sql_hooks import SqlHooks
 from billbridge.store.tables import customers
 from billbridge.store.tables_billing import (
     BILLING_TABLES,
@@ -37,8 +36,6 @@ from billbridge.store.tables_billing import (
     billing_refunds,
     billing_subscriptions,
 )
-
-T = TypeVar("T")
 
 # The reads of customers' billing state, for one (`billing_state`) or many at once
 # (`customer_snapshots`), built once: constructing them on every call cost more than
@@ -82,17 +79,8 @@ def _row_dict(row: Any) -> dict[str, Any]:
     return data
 
 
-class SqlBillingMixin(Store):
+class SqlBillingMixin(SqlHooks):
     """The billing-projection part of the SQL store."""
-
-    @abstractmethod
-    def _write(self, fn: Callable[[Connection], T]) -> T: ...
-
-    @abstractmethod
-    def _read(self, fn: Callable[[Connection], T]) -> T: ...
-
-    @abstractmethod
-    def _db(self, conn: Connection) -> Db: ...
 
     # Writes -------------------------------------------------------------------------------
 

@@ -6,20 +6,12 @@ the take is a job of the writer thread like every other write.
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from collections.abc import Callable
-from typing import TypeVar
-
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from billbridge.store.base import Store
 from billbridge.store.records_fleet import RateReservation
+from billbridge.store.sql_hooks import SqlHooks
 from billbridge.store.tables_fleet import rate_limits
-
-T = TypeVar("T")
-Insert = sqlite.Insert | postgresql.Insert
 
 # One statement per take, on one reading of the database clock (the CTE: PostgreSQL's
 # clock_timestamp() would change between references). The slot is max(next_at, now); it
@@ -38,18 +30,8 @@ RETURNING rate_limits.next_at, rate_limits.taken_at, rate_limits.granted
 """  # noqa: S608 - built from constants only; every value is a bound parameter
 
 
-class SqlFleetMixin(Store):
+class SqlFleetMixin(SqlHooks):
     """The rate-limit part of the SQL store."""
-
-    @abstractmethod
-    def _write(self, fn: Callable[[Connection], T]) -> T: ...
-
-    @abstractmethod
-    def _insert(self, table: sa.Table) -> Insert: ...
-
-    @property
-    @abstractmethod
-    def _now_expr(self) -> sa.ColumnElement[float]: ...
 
     def reserve_rate(
         self, name: str, count: int, interval: float, max_wait: float

@@ -6,42 +6,23 @@ rule itself is `queries.replay_holds_back()`; this file only reports on it.
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from collections.abc import Callable
-from typing import TypeVar
-
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from billbridge.store import queries
-from billbridge.store.base import Store
 from billbridge.store.records import EventFilter
 from billbridge.store.records_ops import HeldBack, RecentAttempt, RetryingSummary
+from billbridge.store.sql_hooks import SqlHooks
 from billbridge.store.tables import attempts, deliveries, events
 from billbridge.store.tables_access import alert_counts
 
-T = TypeVar("T")
-Insert = sqlite.Insert | postgresql.Insert
 COUNT_BUCKET = 60  # seconds: alert counts are kept per minute
 COUNT_KEEP = 86_400.0  # seconds: older buckets are deleted when counts are added
 NOT_SUCCEEDED = ("retryable_error", "terminal_error", "unknown")
 
 
-class SqlOpsMixin(Store):
+class SqlOpsMixin(SqlHooks):
     """Replay reports and alert reads of the SQL store."""
-
-    @abstractmethod
-    def _write(self, fn: Callable[[Connection], T]) -> T: ...
-
-    @abstractmethod
-    def _read(self, fn: Callable[[Connection], T]) -> T: ...
-
-    @abstractmethod
-    def _insert(self, table: sa.Table) -> Insert: ...
-
-    @abstractmethod
-    def _db_now(self, conn: Connection) -> float: ...
 
     # Replay reports -----------------------------------------------------------------------
 

@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from abc import abstractmethod
-from collections.abc import Callable, Collection, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Collection, Sequence
+from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from billbridge.store import queries
-from billbridge.store.base import Store
 from billbridge.store.personal import payload_stub, personal_values, redact
 from billbridge.store.records import FINAL_STATUSES, DeliveryStatus
 from billbridge.store.records_privacy import ErasureRecord, PersonData
+from billbridge.store.sql_hooks import SqlHooks
 from billbridge.store.tables import attempts, customers, deliveries, events, meta
 from billbridge.store.tables_billing import BILLING_TABLES, billing_customers
 from billbridge.store.tables_privacy import erasures
 
-T = TypeVar("T")
-Insert = sqlite.Insert | postgresql.Insert
 ERASED_SKIP = "not sent: the person's personal data was erased"
 # An erasure event is scrubbed once its Customer.io action is done (a failure stays, to be
 # replayed).
@@ -61,20 +57,8 @@ _SCRUB_COLUMNS = (
 )
 
 
-class SqlPrivacyMixin(Store):
+class SqlPrivacyMixin(SqlHooks):
     """Retention, erasure and the erasure record of the SQL store."""
-
-    @abstractmethod
-    def _write(self, fn: Callable[[Connection], T]) -> T: ...
-
-    @abstractmethod
-    def _read(self, fn: Callable[[Connection], T]) -> T: ...
-
-    @abstractmethod
-    def _insert(self, table: sa.Table) -> Insert: ...
-
-    @abstractmethod
-    def _db_now(self, conn: Connection) -> float: ...
 
     # A fleet's turn -----------------------------------------------------------------------
 

@@ -8,36 +8,21 @@ decision, so concurrent logins in any process are counted one after the other.
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from billbridge.store.base import Store
 from billbridge.store.records_access import ThrottleLimit
+from billbridge.store.sql_hooks import SqlHooks
 from billbridge.store.tables_throttle import login_throttle
 
-T = TypeVar("T")
-Insert = sqlite.Insert | postgresql.Insert
 KEY_LENGTH = 255  # the column's size; longer keys are cut (a username is user input)
 PRUNE_AFTER = 86_400.0  # seconds without a failure before any key's state is deleted
 
 
-class SqlThrottleMixin(Store):
+class SqlThrottleMixin(SqlHooks):
     """The login throttle part of the SQL store."""
-
-    @abstractmethod
-    def _write(self, fn: Callable[[Connection], T]) -> T: ...
-
-    @abstractmethod
-    def _insert(self, table: sa.Table) -> Insert: ...
-
-    @property
-    @abstractmethod
-    def _now_expr(self) -> sa.ColumnElement[float]: ...
 
     def begin_login_attempt(self, limits: Mapping[str, ThrottleLimit]) -> float:
         keys = sorted({key[:KEY_LENGTH] for key in limits})
