@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -64,21 +64,28 @@ class Statements:
         return frozenset(self._statements)
 
 
-def guarded_set(table: str, column: str, kept: tuple[str, ...]) -> str:
-    """The SET of `column` in a billing upsert guarded by `order_key` (both dialects): the
-    new value when the new row is newer (a `kept` column keeps a stored value the new row
-    lacks), else the stored one; the customer id is filled in either way when the stored
-    row has none (the statement's WHERE lets such an older row through)."""
+def guarded_conflict(table: str, columns: Iterable[str], kept: Collection[str]) -> str:
+    """The ON CONFLICT clause of a billing upsert guarded by `order_key` (both dialects),
+    setting `columns`: the new values when the new row is newer (a `kept` column keeps a
+    stored value the new row lacks), else the stored ones. An older row still fills in a
+    customer id the stored row lacks."""
     newer = f"{table}.order_key < excluded.order_key"
-    new, old = f"excluded.{column}", f"{table}.{column}"
-    if column == "customer_id":
-        return (
-            f"{column} = CASE WHEN {newer} THEN COALESCE({new}, {old})"
-            f" ELSE COALESCE({old}, {new}) END"
-        )
-    if column in kept:
-        return f"{column} = CASE WHEN {newer} THEN COALESCE({new}, {old}) ELSE {old} END"
-    return f"{column} = CASE WHEN {newer} THEN {new} ELSE {old} END"
+
+    def assign(column: str) -> str:
+        new, old = f"excluded.{column}", f"{table}.{column}"
+        if column == "customer_id":
+            value = f"CASE WHEN {newer} THEN COALESCE({new}, {old}) ELSE COALESCE({old}, {new}) END"
+        elif column in kept:
+            value = f"CASE WHEN {newer} THEN COALESCE({new}, {old}) ELSE {old} END"
+        else:
+            value = f"CASE WHEN {newer} THEN {new} ELSE {old} END"
+        return f"{column} = {value}"
+
+    return (
+        f" ON CONFLICT (id) DO UPDATE SET {', '.join(map(assign, columns))},"
+        f" updated_at = excluded.updated_at WHERE {newer}"
+        f" OR ({table}.customer_id IS NULL AND excluded.customer_id IS NOT NULL)"
+    )
 
 
 @functools.cache

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from billbridge.store.statements import guarded_set
+from billbridge.store.statements import guarded_conflict
 from billbridge.store.tables import attempts, customers, events
 from billbridge.store.tables_billing import BILLING_TABLES
 
@@ -41,15 +41,12 @@ def _ids(cast: str = "bigint") -> str:
 
 def _billing_upsert(table: sa.Table, columns: tuple[str, ...]) -> str:
     name = table.name
-    sets = [guarded_set(name, c, KEPT) for c in columns if c != "id" and c not in STICKY]
+    updated = [c for c in columns if c != "id" and c not in STICKY]
     return (
         f"INSERT INTO {name} ({', '.join(columns)}, updated_at)"
         f" SELECT {', '.join('r.' + c for c in columns)}, {NOW}"
         f" FROM json_to_recordset(%s::json) AS r({_record(table, columns)})"
-        f" ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}, updated_at = excluded.updated_at"
-        f" WHERE {name}.order_key < excluded.order_key"
-        # Older than the stored row, it still fills in a customer the row was stored without.
-        f" OR ({name}.customer_id IS NULL AND excluded.customer_id IS NOT NULL)"
+        + guarded_conflict(name, updated, KEPT)
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from billbridge.store.statements import MultiRow, guarded_set
+from billbridge.store.statements import MultiRow, guarded_conflict
 from billbridge.store.tables_billing import BILLING_TABLES
 
 # The SQLite clock as Unix seconds (millisecond resolution).
@@ -32,15 +32,11 @@ def _field(name: str, source: str = "value") -> str:
 
 def _billing_upsert(table: sa.Table, columns: tuple[str, ...]) -> str:
     name = table.name
-    sets = [guarded_set(name, c, KEPT) for c in columns if c != "id" and c not in STICKY]
+    updated = [c for c in columns if c != "id" and c not in STICKY]
     return (
         f"INSERT INTO {name} ({', '.join(columns)}, updated_at)"
         f" SELECT {', '.join(_field(c) for c in columns)}, {NOW}"
-        " FROM json_each(?) WHERE true ORDER BY key"
-        f" ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}, updated_at = excluded.updated_at"
-        f" WHERE {name}.order_key < excluded.order_key"
-        # Older than the stored row, it still fills in a customer the row was stored without.
-        f" OR ({name}.customer_id IS NULL AND excluded.customer_id IS NOT NULL)"
+        " FROM json_each(?) WHERE true ORDER BY key" + guarded_conflict(name, updated, KEPT)
     )
 
 
