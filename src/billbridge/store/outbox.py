@@ -128,16 +128,36 @@ class Db:
 
     def send_rows(self, name: str, rows: Sequence[dict[str, Any]]) -> None:
         """Execute `name` over `rows` in ONE statement: as one JSON parameter, or where the
-        dialect's statement is a `MultiRow`, as a VALUES list."""
+        dialect's statement is a `MultiRow`, as a VALUES list, or a `Columns`, as one array
+        per column."""
+        self._execute_rows(name, rows)
+
+    def returned_rows(self, name: str, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """`send_rows`, and the rows its RETURNING clause returned (in no given order)."""
+        returned: list[tuple[Any, ...]] = []
+        for cursor in self._execute_rows(name, rows):
+            try:
+                returned.extend(cursor.fetchall())
+            except self._errors as exc:
+                raise self._error(name, exc) from exc
+        return returned
+
+    def _execute_rows(self, name: str, rows: Sequence[dict[str, Any]]) -> list[Any]:
+        """The cursors of `name` executed over `rows` (one, or one per VALUES chunk)."""
+        columns = self._statements.columns(name)
+        if columns is not None:
+            parameters = [[row[column] for row in rows] for column in columns.columns]
+            return [self._execute(name, parameters)]
         multirow = self._statements.multirow(name)
         if multirow is None:
-            self.send(name, _dumps(rows))
-            return
+            return [self._execute(name, (_dumps(rows),))]
+        cursors = []
         per_statement = MAX_PARAMETERS // len(multirow.columns)
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
             parameters = [row[column] for row in chunk for column in multirow.columns]
-            self._execute(name, parameters, len(chunk))
+            cursors.append(self._execute(name, parameters, len(chunk)))
+        return cursors
 
     def run(self, name: str, *parameters: Any) -> int:
         """Execute; the number of rows it changed."""
@@ -189,15 +209,25 @@ def ingest_many(db: Db, ingests: Sequence[Ingest]) -> list[IngestResult]:
         first.setdefault(ingest.event.stripe_event_id, ingest)
     news = list(first.values())
     with db.batch():
-        db.send_rows("insert_events", [_event_row(ingest.event) for ingest in news])
-        # [stripe_event_id, id, inserted by this transaction] for each event id.
-        found = {
-            sid: (int(row_id), bool(new))
-            for sid, row_id, new in db.rows("event_ids", _dumps(list(first)))
+        # The events this statement stored: id, received_at and person key, all that their
+        # deliveries take from them, so storing those reads no table.
+        stored = {
+            sid: (int(row_id), received_at, person_key)
+            for sid, row_id, received_at, person_key in db.returned_rows(
+                "insert_events", [_event_row(ingest.event) for ingest in news]
+            )
         }
-        inserted = [ingest for ingest in news if found[ingest.event.stripe_event_id][1]]
+        # Ids already stored before (a redelivery): only their row ids are read.
+        known = [sid for sid in first if sid not in stored]
+        existing = (
+            {sid: int(row_id) for sid, row_id in db.rows("event_ids", _dumps(known))}
+            if known
+            else {}
+        )
+        inserted = [ingest for ingest in news if ingest.event.stripe_event_id in stored]
         deliveries = [
             {
+                "event_id": stored[ingest.event.stripe_event_id][0],
                 "stripe_event_id": ingest.event.stripe_event_id,
                 "workflow_id": nd.workflow_id,
                 "action_index": nd.action_index,
@@ -205,6 +235,8 @@ def ingest_many(db: Db, ingests: Sequence[Ingest]) -> list[IngestResult]:
                 "status": nd.status,
                 "reason": nd.reason,
                 "retry_window": ingest.retry_window,
+                "received_at": stored[ingest.event.stripe_event_id][1],
+                "person_key": stored[ingest.event.stripe_event_id][2],
             }
             for ingest in inserted
             for nd in ingest.deliveries
@@ -215,15 +247,18 @@ def ingest_many(db: Db, ingests: Sequence[Ingest]) -> list[IngestResult]:
             db, [i.customer for i in inserted if i.customer is not None], counted=False
         )
         apply_billing(db, [row for ingest in inserted for row in ingest.billing], counted=False)
-    stored = set(map(id, inserted))
-    return [
-        IngestResult(
-            inserted=id(ingest) in stored,
-            event_id=found[ingest.event.stripe_event_id][0],
-            deliveries=len(ingest.deliveries) if id(ingest) in stored else 0,
+    results = []
+    for ingest in ingests:
+        sid = ingest.event.stripe_event_id
+        new = sid in stored and ingest is first[sid]
+        results.append(
+            IngestResult(
+                inserted=new,
+                event_id=stored[sid][0] if sid in stored else existing[sid],
+                deliveries=len(ingest.deliveries) if new else 0,
+            )
         )
-        for ingest in ingests
-    ]
+    return results
 
 
 def makes_work(ingests: Iterable[Ingest], results: Iterable[IngestResult]) -> bool:

@@ -2,8 +2,10 @@
 
 The batched algorithms (`store/outbox.py`) call statements by name; a driver only picks
 its dialect's set and executes them. Rows travel as ONE JSON text parameter per statement
-(`json_each` on SQLite, `json_to_recordset` on PostgreSQL), so a batch of any size is the
-same few statements, and results that are many rows come back as one JSON text row.
+(`json_each` on SQLite, `json_to_recordset` on PostgreSQL; or, where a dialect binds them
+faster, as a VALUES list (`MultiRow`) or one array per column (`Columns`)), so a batch of
+any size is the same few statements, and results that are many rows come back as one JSON
+text row.
 
     statements = load("sqlite")
     statements.sql("claim_due_ids")
@@ -32,10 +34,24 @@ class MultiRow:
     columns: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Columns:
+    """A statement over one array parameter per column, where a dialect reads big text
+    values faster as arrays than out of JSON (PostgreSQL: a webhook's payload, sent as a
+    binary text array, is neither escaped by us nor unescaped by the JSON parser).
+    Parameters are the `columns`' values, one list per column, in `columns` order."""
+
+    sql: str
+    columns: tuple[str, ...]
+
+
+Statement = str | MultiRow | Columns
+
+
 class Statements:
     """One dialect's statements by name; remembers which names ran (see the tests)."""
 
-    def __init__(self, dialect: Dialect, statements: Mapping[str, str | MultiRow]) -> None:
+    def __init__(self, dialect: Dialect, statements: Mapping[str, Statement]) -> None:
         self.dialect = dialect
         self._statements = dict(statements)
         self._expanded: dict[tuple[str, int], str] = {}
@@ -48,6 +64,8 @@ class Statements:
         statement = self._statements[name]
         if isinstance(statement, str):
             return statement
+        if isinstance(statement, Columns):
+            return statement.sql
         key = (name, rows)
         sql = self._expanded.get(key)
         if sql is None:
@@ -59,6 +77,11 @@ class Statements:
         """The `MultiRow` form of `name`, or None when it takes its rows as JSON."""
         statement = self._statements[name]
         return statement if isinstance(statement, MultiRow) else None
+
+    def columns(self, name: str) -> Columns | None:
+        """The `Columns` form of `name`, or None."""
+        statement = self._statements[name]
+        return statement if isinstance(statement, Columns) else None
 
     def names(self) -> frozenset[str]:
         return frozenset(self._statements)

@@ -8,16 +8,18 @@ Results of many rows come back as one JSON text row (`json_agg(...)::text`), as 
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from billbridge.store.statements import guarded_conflict
+from billbridge.store.statements import Columns, Statement, guarded_conflict
 from billbridge.store.tables import attempts, customers, events
 from billbridge.store.tables_billing import BILLING_TABLES
 
 NOW = "CAST(extract(epoch from clock_timestamp()) AS double precision)"
 DUE = "('pending', 'retrying')"
-PERSON_KEY = "COALESCE(e.customer_id, lower(e.email))"
+PERSON_KEY = "COALESCE(customer_id, lower(email))"
 # The transaction-level advisory lock that serialises claims (an arbitrary constant).
 CLAIM_LOCK_KEY = 0x62622D636C61696D
 KEPT = ("customer_id", "account", "livemode", "created")
@@ -31,12 +33,32 @@ def _record(table: sa.Table, columns: tuple[str, ...]) -> str:
     return ", ".join(f"{c} {table.c[c].type.compile(dialect=_DIALECT)}" for c in columns)
 
 
+def _arrays(table: sa.Table, columns: tuple[str, ...]) -> str:
+    """One binary array parameter per column of `table`, of the column's type. Strings
+    stay `text`: an explicit cast to `varchar(n)` would cut a longer value silently, where
+    the INSERT's own assignment refuses it."""
+
+    def element(column: sa.Column[Any]) -> str:
+        if isinstance(column.type, sa.String):
+            return "text"
+        return str(column.type.compile(dialect=_DIALECT))
+
+    return ", ".join(f"%b::{element(table.c[c])}[]" for c in columns)
+
+
 def _agg(expression: str) -> str:
     return f"COALESCE(json_agg({expression}), '[]')::text"
 
 
-def _ids(cast: str = "bigint") -> str:
-    return f"(SELECT value::{cast} FROM json_array_elements_text(%s::json) AS value)"
+def _in_ids(column: str, cast: str = "bigint") -> str:
+    """`column` is one of the ids of a JSON array parameter. Written as `= ANY(ARRAY(...))`,
+    not `IN (SELECT ...)`: the planner estimates a set-returning function at 100 rows, so
+    a semi-join against a table of a few thousand rows becomes a sequential scan of the
+    table, growing with it; an array is looked up through the column's index."""
+    return (
+        f"{column} = ANY(ARRAY(SELECT value::{cast}"
+        " FROM json_array_elements_text(%s::json) AS value))"
+    )
 
 
 def _billing_upsert(table: sa.Table, columns: tuple[str, ...]) -> str:
@@ -63,7 +85,7 @@ def _billing() -> dict[str, str]:
             if flag in table.c:
                 statements[f"billing_sticky_{name}_{flag}"] = (
                     f"UPDATE {name} SET {flag} = true, updated_at = {NOW}"
-                    f" WHERE id IN {_ids('text')} AND {flag} = false"
+                    f" WHERE {_in_ids('id', 'text')} AND {flag} = false"
                 )
     customers_table = BILLING_TABLES["customer"]
     statements["billing_upsert_customer_stub"] = _billing_upsert(
@@ -85,6 +107,13 @@ _EVENT_COLUMNS = (
     "payload",
     "source",
 )
+# A new event's deliveries, with what they take from it (see `outbox.ingest_many`).
+_DELIVERY = (
+    "event_id bigint, stripe_event_id text, workflow_id text, action_index integer,"
+    " action_type text, status text, reason text, retry_window double precision,"
+    " received_at double precision, person_key text"
+)
+_DELIVERY_NAMES = ", ".join(column.split()[0] for column in _DELIVERY.split(","))
 _CUSTOMER_COLUMNS = tuple(c.name for c in customers.c if c.name != "updated_at")
 _ATTEMPT_COLUMNS = tuple(c.name for c in attempts.c if c.name != "id")
 _FINISH = (
@@ -92,7 +121,7 @@ _FINISH = (
     " final boolean, sent_ok boolean, counted integer"
 )
 
-STATEMENTS: dict[str, str] = {
+STATEMENTS: dict[str, Statement] = {
     # The claim's clock, taken once the claim lock is held: claims of every process run one
     # at a time (until their transaction ends), and the claim's next statement sees what
     # the previous claim committed (a fresh snapshot under READ COMMITTED). Without it, two
@@ -100,34 +129,31 @@ STATEMENTS: dict[str, str] = {
     "claim_now": f"SELECT {NOW} FROM pg_advisory_xact_lock({CLAIM_LOCK_KEY})",
     # Ingest ------------------------------------------------------------------------------
     # Sorted by event id: concurrent batches of several processes lock keys in one order.
-    "insert_events": (
+    # One binary array per column: a payload travels as it is, never escaped into JSON.
+    # Returns what the new events' deliveries need, so that storing them reads no table.
+    "insert_events": Columns(
         f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}, received_at)"
         f" SELECT {', '.join('r.' + c for c in _EVENT_COLUMNS)}, {NOW}"
-        f" FROM json_to_recordset(%s::json) AS r({_record(events, _EVENT_COLUMNS)})"
+        f" FROM unnest({_arrays(events, _EVENT_COLUMNS)}) AS r({', '.join(_EVENT_COLUMNS)})"
         " ORDER BY r.stripe_event_id ON CONFLICT (stripe_event_id) DO NOTHING"
+        f" RETURNING stripe_event_id, id, received_at, {PERSON_KEY}",
+        _EVENT_COLUMNS,
     ),
-    # Inserted by this transaction: the row's xmin is its id (no savepoints here).
     "event_ids": (
         "SELECT "
-        + _agg(
-            "json_build_array(stripe_event_id, id,"
-            " xmin::text::bigint = pg_current_xact_id()::text::bigint %% 4294967296)"
-        )
-        + f" FROM events WHERE stripe_event_id IN {_ids('text')}"
+        + _agg("json_build_array(stripe_event_id, id)")
+        + f" FROM events WHERE {_in_ids('stripe_event_id', 'text')}"
     ),
     "insert_deliveries": (
         "INSERT INTO deliveries (event_id, stripe_event_id, workflow_id, action_index,"
         " action_type, status, attempt_count, next_attempt_at, lease_until, claim_id,"
         " deadline_at, last_error, force, sent_ok, created_at, updated_at, person_key)"
-        " SELECT e.id, e.stripe_event_id, d.workflow_id, d.action_index, d.action_type,"
-        f" d.status, 0, CASE WHEN d.status IN {DUE} THEN e.received_at END, NULL, NULL,"
-        " e.received_at + d.retry_window, d.reason, false, false, e.received_at, e.received_at,"
-        f" {PERSON_KEY}"
-        " FROM ROWS FROM (json_to_recordset(%s::json) AS (stripe_event_id text,"
-        " workflow_id text, action_index integer, action_type text, status text, reason text,"
-        " retry_window double precision)) WITH ORDINALITY AS d(stripe_event_id, workflow_id,"
-        " action_index, action_type, status, reason, retry_window, n)"
-        " JOIN events AS e ON e.stripe_event_id = d.stripe_event_id ORDER BY d.n"
+        " SELECT d.event_id, d.stripe_event_id, d.workflow_id, d.action_index, d.action_type,"
+        f" d.status, 0, CASE WHEN d.status IN {DUE} THEN d.received_at END, NULL, NULL,"
+        " d.received_at + d.retry_window, d.reason, false, false, d.received_at, d.received_at,"
+        " d.person_key"
+        f" FROM ROWS FROM (json_to_recordset(%s::json) AS ({_DELIVERY})) WITH ORDINALITY"
+        f" AS d({_DELIVERY_NAMES}, n) ORDER BY d.n"
     ),
     "upsert_customers": (
         f"INSERT INTO customers ({', '.join(_CUSTOMER_COLUMNS)}, updated_at)"
@@ -153,7 +179,7 @@ STATEMENTS: dict[str, str] = {
     ),
     "claim_mark": (
         "UPDATE deliveries SET claim_id = %s || id::text, lease_until = %s,"
-        f" next_attempt_at = %s, updated_at = %s, worker_id = %s WHERE id IN {_ids()}"
+        f" next_attempt_at = %s, updated_at = %s, worker_id = %s WHERE {_in_ids('id')}"
     ),
     "claimed": (
         "SELECT "
@@ -162,7 +188,7 @@ STATEMENTS: dict[str, str] = {
             " d.action_index, d.action_type, d.status, d.attempt_count, d.deadline_at,"
             " d.force, d.sent_ok, e.type, e.livemode, e.created, e.payload)"
         )
-        + f" FROM deliveries AS d JOIN events AS e ON e.id = d.event_id WHERE d.id IN {_ids()}"
+        + f" FROM deliveries AS d JOIN events AS e ON e.id = d.event_id WHERE {_in_ids('d.id')}"
     ),
     # Finishes ----------------------------------------------------------------------------
     "insert_attempts": (
@@ -172,19 +198,22 @@ STATEMENTS: dict[str, str] = {
     ),
     # Locks the owned rows: nobody reclaims them before finish_owned, in this transaction.
     "owned_claims": (
-        "SELECT " + _agg("id") + " FROM (SELECT d.id FROM deliveries AS d"
-        " JOIN json_to_recordset(%s::json) AS j(id bigint, claim_id text)"
-        f" ON d.id = j.id AND d.claim_id = j.claim_id WHERE d.status IN {DUE}"
+        "WITH j AS MATERIALIZED (SELECT * FROM json_to_recordset(%s::json)"
+        " AS j(id bigint, claim_id text))"
+        " SELECT " + _agg("id") + " FROM (SELECT d.id FROM deliveries AS d"
+        " JOIN j ON d.id = j.id AND d.claim_id = j.claim_id"
+        f" WHERE d.id = ANY(ARRAY(SELECT j.id FROM j)) AND d.status IN {DUE}"
         " FOR UPDATE OF d) AS owned"
     ),
     "finish_owned": (
-        "UPDATE deliveries AS d SET status = v.status,"
+        f"WITH v AS MATERIALIZED (SELECT * FROM json_to_recordset(%s::json) AS v({_FINISH}))"
+        " UPDATE deliveries AS d SET status = v.status,"
         f" next_attempt_at = CASE WHEN v.retry_in IS NULL THEN NULL ELSE {NOW} + v.retry_in END,"
         " lease_until = NULL, claim_id = NULL, worker_id = NULL, last_error = v.error,"
         " force = CASE WHEN v.final THEN false ELSE d.force END,"
         " sent_ok = d.sent_ok OR v.sent_ok, attempt_count = d.attempt_count + v.counted,"
-        f" updated_at = {NOW} FROM json_to_recordset(%s::json) AS v({_FINISH})"
-        f" WHERE d.id = v.id AND d.claim_id = v.claim_id AND d.status IN {DUE}"
+        f" updated_at = {NOW} FROM v WHERE d.id = ANY(ARRAY(SELECT v.id FROM v))"
+        f" AND d.id = v.id AND d.claim_id = v.claim_id AND d.status IN {DUE}"
     ),
     "extend_lease": (
         "UPDATE deliveries SET lease_until = v.until, next_attempt_at = v.until"
@@ -204,9 +233,9 @@ STATEMENTS: dict[str, str] = {
         f"UPDATE deliveries SET next_attempt_at = LEAST(updated_at, {NOW}), lease_until = {NOW},"
         " worker_id = NULL"
         f" WHERE status IN {DUE} AND next_attempt_at > {NOW} AND claim_id IS NOT NULL"
-        f" AND worker_id IN {_ids('text')}"
+        f" AND {_in_ids('worker_id', 'text')}"
     ),
-    "forget_workers": f"DELETE FROM workers WHERE id IN {_ids('text')}",
+    "forget_workers": f"DELETE FROM workers WHERE {_in_ids('id', 'text')}",
     "list_workers": (
         "SELECT "
         + _agg(

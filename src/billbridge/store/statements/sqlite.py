@@ -17,7 +17,7 @@ from billbridge.store.tables_billing import BILLING_TABLES
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 DUE = "('pending', 'retrying')"
 # Who a delivery is about, from its event (deliveries.person_key).
-PERSON_KEY = "COALESCE(e.customer_id, lower(e.email))"
+PERSON_KEY = "COALESCE(customer_id, lower(email))"
 
 # The billing columns an upsert keeps when the new snapshot has none (COALESCE), and the
 # flags only ever raised (never written by the guarded upsert).
@@ -75,6 +75,7 @@ _EVENT_COLUMNS = (
     "source",
 )
 _DELIVERY_COLUMNS = (
+    "event_id",
     "stripe_event_id",
     "workflow_id",
     "action_index",
@@ -82,6 +83,8 @@ _DELIVERY_COLUMNS = (
     "status",
     "reason",
     "retry_window",
+    "received_at",
+    "person_key",
 )
 _CUSTOMER_COLUMNS = (
     "stripe_customer_id",
@@ -117,28 +120,24 @@ STATEMENTS: dict[str, str | MultiRow] = {
     # all (~10x slower for webhook-sized events).
     "insert_events": MultiRow(
         f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}, received_at)"
-        " VALUES {rows} ON CONFLICT (stripe_event_id) DO NOTHING",
+        " VALUES {rows} ON CONFLICT (stripe_event_id) DO NOTHING"
+        f" RETURNING stripe_event_id, id, received_at, {PERSON_KEY}",
         f"({', '.join('?' * len(_EVENT_COLUMNS))}, {NOW})",
         _EVENT_COLUMNS,
     ),
-    # Run right after insert_events: the rows it added are the last changes() ids up to
-    # last_insert_rowid() (one writer: ids are consecutive, above every stored one).
     "event_ids": (
-        "SELECT json_group_array(json_array(stripe_event_id, id,"
-        " changes() > 0 AND id > last_insert_rowid() - changes())) FROM events"
+        "SELECT json_group_array(json_array(stripe_event_id, id)) FROM events"
         f" WHERE stripe_event_id IN {_ids()}"
     ),
     "insert_deliveries": MultiRow(
         "INSERT INTO deliveries (event_id, stripe_event_id, workflow_id, action_index,"
         " action_type, status, attempt_count, next_attempt_at, lease_until, claim_id,"
         " deadline_at, last_error, force, sent_ok, created_at, updated_at, person_key)"
-        " SELECT e.id, e.stripe_event_id, v.column2, v.column3, v.column4, v.column5, 0,"
-        f" CASE WHEN v.column5 IN {DUE} THEN e.received_at END, NULL, NULL,"
-        " e.received_at + v.column7, v.column6, 0, 0, e.received_at, e.received_at,"
-        f" {PERSON_KEY}"
-        " FROM (VALUES {rows}) AS v CROSS JOIN events AS e"
-        " ON e.stripe_event_id = v.column1 WHERE true",
-        "(?, ?, ?, ?, ?, ?, ?)",
+        " SELECT column1, column2, column3, column4, column5, column6, 0,"
+        f" CASE WHEN column6 IN {DUE} THEN column9 END, NULL, NULL, column9 + column8,"
+        " column7, 0, 0, column9, column9, column10"
+        " FROM (VALUES {rows})",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         _DELIVERY_COLUMNS,
     ),
     "upsert_customers": (
