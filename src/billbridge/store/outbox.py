@@ -179,8 +179,15 @@ class Db:
         return None if row is None else row[0]
 
     def rows(self, name: str, *parameters: Any) -> list[Any]:
-        """The JSON array the statement returns as its one value, decoded."""
-        return cast(list[Any], orjson.loads(self.value(name, *parameters)))
+        """The rows the statement returns: the JSON array it returns as its one value,
+        decoded, or where the dialect's statement is a `Rows`, its rows as they come."""
+        if not self._statements.returns_rows(name):
+            return cast(list[Any], orjson.loads(self.value(name, *parameters)))
+        cursor = self._execute(name, parameters)
+        try:
+            return list(cursor.fetchall())
+        except self._errors as exc:
+            raise self._error(name, exc) from exc
 
 
 # Ingest -------------------------------------------------------------------------------------
@@ -448,7 +455,7 @@ def claim(db: Db, worker_id: str, limit: int, lease_seconds: float) -> list[Clai
     return sorted(deliveries, key=lambda d: d.event_created)
 
 
-def _claimed_delivery(row: list[Any]) -> ClaimedDelivery:
+def _claimed_delivery(row: Sequence[Any]) -> ClaimedDelivery:
     (id_, claim_id, event_id, stripe_event_id, workflow_id, action_index, action_type) = row[:7]
     (status, attempt_count, deadline_at, force, sent_ok, type_, livemode, created) = row[7:15]
     return ClaimedDelivery(

@@ -5,7 +5,7 @@ its dialect's set and executes them. Rows travel as ONE JSON text parameter per 
 (`json_each` on SQLite, `json_to_recordset` on PostgreSQL; or, where a dialect binds them
 faster, as a VALUES list (`MultiRow`) or one array per column (`Columns`)), so a batch of
 any size is the same few statements, and results that are many rows come back as one JSON
-text row.
+text row (or, where a dialect returns big values faster so, as rows: `Rows`).
 
     statements = load("sqlite")
     statements.sql("claim_due_ids")
@@ -45,7 +45,16 @@ class Columns:
     columns: tuple[str, ...]
 
 
-Statement = str | MultiRow | Columns
+@dataclass(frozen=True)
+class Rows:
+    """A query whose many rows come back as rows, not as one JSON text value, where a
+    dialect returns big text values faster so (PostgreSQL: a claimed delivery's payload is
+    not escaped into JSON by the server and parsed again by the worker)."""
+
+    sql: str
+
+
+Statement = str | MultiRow | Columns | Rows
 
 
 class Statements:
@@ -64,7 +73,7 @@ class Statements:
         statement = self._statements[name]
         if isinstance(statement, str):
             return statement
-        if isinstance(statement, Columns):
+        if isinstance(statement, Columns | Rows):
             return statement.sql
         key = (name, rows)
         sql = self._expanded.get(key)
@@ -77,6 +86,10 @@ class Statements:
         """The `MultiRow` form of `name`, or None when it takes its rows as JSON."""
         statement = self._statements[name]
         return statement if isinstance(statement, MultiRow) else None
+
+    def returns_rows(self, name: str) -> bool:
+        """Whether `name` returns its rows as rows (`Rows`) rather than as one JSON value."""
+        return isinstance(self._statements[name], Rows)
 
     def columns(self, name: str) -> Columns | None:
         """The `Columns` form of `name`, or None."""
