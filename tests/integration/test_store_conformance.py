@@ -34,6 +34,7 @@ from billbridge.store.records import (
 from billbridge.store.records_billing import BillingRow
 from billbridge.store.schema import metadata
 from billbridge.store.sql import SqlStore
+from billbridge.store.sqlite import require_sqlite
 from billbridge.store.statements import DIALECTS, load
 from billbridge.store.tables_billing import BILLING_TABLES
 
@@ -130,6 +131,14 @@ def test_stored_bodies_are_compressed_with_lz4_on_postgresql(migrated_postgres_u
         ).fetchone()
         conn.rollback()
     assert stored == ("lz4",)
+
+
+def test_an_sqlite_older_than_the_statements_need_is_refused_clearly() -> None:
+    """`INSERT ... RETURNING` came with SQLite 3.35: an older library is a configuration
+    error naming both versions, not a syntax error at the first webhook."""
+    require_sqlite((3, 35, 0))
+    with pytest.raises(ConfigurationError, match=r"SQLite is 3\.34\.1; .* 3\.35\.0 or later"):
+        require_sqlite((3, 34, 1))
 
 
 def test_migrate_is_idempotent(store: Store) -> None:

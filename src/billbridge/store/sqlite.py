@@ -27,6 +27,9 @@ from billbridge.store.statements import load
 from billbridge.store.statements.sqlite import NOW
 from billbridge.store.writer import Writer, open_write_lock
 
+# The oldest SQLite the statements run on (`INSERT ... RETURNING`, in `insert_events`).
+MIN_SQLITE = (3, 35, 0)
+
 
 def sqlite_path(database_url: str) -> Path:
     """The database file of a `sqlite:///...` URL; in-memory databases are refused."""
@@ -72,11 +75,22 @@ def _make_engine(database_url: str, *, begin: str, busy_timeout: float, pooled: 
     return engine
 
 
+def require_sqlite(version: tuple[int, int, int]) -> None:
+    """Refuse, with a clear error, an SQLite library older than the statements need."""
+    if version < MIN_SQLITE:
+        have, need = ".".join(map(str, version)), ".".join(map(str, MIN_SQLITE))
+        raise ConfigurationError(
+            f"this Python's SQLite is {have}; Billbridge needs SQLite {need} or later"
+            " (or PostgreSQL: DATABASE_URL=postgresql://...)"
+        )
+
+
 class SqliteStore(SqlStore):
     """Store on one SQLite file: a single group-committing writer thread, pooled readers."""
 
     def __init__(self, database_url: str, *, busy_timeout: float = 5.0) -> None:
         path = sqlite_path(database_url)  # validates
+        require_sqlite(sqlite3.sqlite_version_info)
         # BEGIN IMMEDIATE takes the write lock up front, so another process writing the same
         # file makes us wait (busy_timeout) instead of failing half-way through a batch.
         self._write_engine = _make_engine(
