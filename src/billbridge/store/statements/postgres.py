@@ -1,7 +1,9 @@
 """The named statements for PostgreSQL (`%s` parameters; JSON rows read with
-`json_to_recordset`), the same names as `sqlite.py` (a test checks).
+`json_to_recordset`, events as binary column arrays), the same names as `sqlite.py` (a
+test checks).
 
-Results of many rows come back as one JSON text row (`json_agg(...)::text`), as on SQLite.
+Results of many rows come back as one JSON text row (`json_agg(...)::text`), as on SQLite,
+except claimed deliveries, which carry their payloads and come back as rows (`Rows`).
 """
 
 # ruff: noqa: S608 - static SQL over our own table and column names; values are parameters
@@ -54,7 +56,8 @@ def _in_ids(column: str, cast: str = "bigint") -> str:
     """`column` is one of the ids of a JSON array parameter. Written as `= ANY(ARRAY(...))`,
     not `IN (SELECT ...)`: the planner estimates a set-returning function at 100 rows, so
     a semi-join against a table of a few thousand rows becomes a sequential scan of the
-    table, growing with it; an array is looked up through the column's index."""
+    table, growing with it; an array is looked up through the column's index. (A plan
+    cached while the table was empty may still scan it until the next autoanalyze.)"""
     return (
         f"{column} = ANY(ARRAY(SELECT value::{cast}"
         " FROM json_array_elements_text(%s::json) AS value))"
