@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import orjson
 import sqlalchemy as sa
@@ -49,6 +49,7 @@ FENCED_OUT = "refused: the claim had passed to another worker (outcome not appli
 # are at most 512 jobs anyway.
 INGESTS_PER_STATEMENT = 512
 MAX_PARAMETERS = 32_000  # bound parameters of one statement (SQLite's limit is 32,766)
+T = TypeVar("T")
 # Errors that mean "the database cannot take this right now", as opposed to a bug.
 UNAVAILABLE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
@@ -117,8 +118,14 @@ class Db:
             self._pipeline = None
 
     def _execute(self, name: str, parameters: Sequence[Any], rows: int = 1) -> Any:
+        return self._driver_call(
+            name, self._connection.execute, self._statements.sql(name, rows), parameters
+        )
+
+    def _driver_call(self, name: str, call: Callable[..., T], *arguments: Any) -> T:
+        """`call(*arguments)`, a driver error becoming SQLAlchemy's naming `name`."""
         try:
-            return self._connection.execute(self._statements.sql(name, rows), parameters)
+            return call(*arguments)
         except self._errors as exc:
             raise self._error(name, exc) from exc
 
@@ -136,10 +143,7 @@ class Db:
         """`send_rows`, and the rows its RETURNING clause returned (in no given order)."""
         returned: list[tuple[Any, ...]] = []
         for cursor in self._execute_rows(name, rows):
-            try:
-                returned.extend(cursor.fetchall())
-            except self._errors as exc:
-                raise self._error(name, exc) from exc
+            returned.extend(self._driver_call(name, cursor.fetchall))
         return returned
 
     def _execute_rows(self, name: str, rows: Sequence[dict[str, Any]]) -> list[Any]:
@@ -163,19 +167,12 @@ class Db:
         """Execute; the number of rows it changed."""
         cursor = self._execute(name, parameters)
         if self._pipeline is not None:
-            try:
-                self._pipeline.sync()
-            except self._errors as exc:
-                raise self._error(name, exc) from exc
+            self._driver_call(name, self._pipeline.sync)
         return int(cursor.rowcount)
 
     def value(self, name: str, *parameters: Any) -> Any:
         """The first column of the one row the statement returns."""
-        cursor = self._execute(name, parameters)
-        try:
-            row = cursor.fetchone()
-        except self._errors as exc:
-            raise self._error(name, exc) from exc
+        row = self._driver_call(name, self._execute(name, parameters).fetchone)
         return None if row is None else row[0]
 
     def rows(self, name: str, *parameters: Any) -> list[Any]:
@@ -183,11 +180,7 @@ class Db:
         decoded, or where the dialect's statement is a `Rows`, its rows as they come."""
         if not self._statements.returns_rows(name):
             return cast(list[Any], orjson.loads(self.value(name, *parameters)))
-        cursor = self._execute(name, parameters)
-        try:
-            return list(cursor.fetchall())
-        except self._errors as exc:
-            raise self._error(name, exc) from exc
+        return list(self._driver_call(name, self._execute(name, parameters).fetchall))
 
 
 # Ingest -------------------------------------------------------------------------------------
@@ -232,22 +225,24 @@ def ingest_many(db: Db, ingests: Sequence[Ingest]) -> list[IngestResult]:
             else {}
         )
         inserted = [ingest for ingest in news if ingest.event.stripe_event_id in stored]
-        deliveries = [
-            {
-                "event_id": stored[ingest.event.stripe_event_id][0],
-                "stripe_event_id": ingest.event.stripe_event_id,
-                "workflow_id": nd.workflow_id,
-                "action_index": nd.action_index,
-                "action_type": nd.action_type,
-                "status": nd.status,
-                "reason": nd.reason,
-                "retry_window": ingest.retry_window,
-                "received_at": stored[ingest.event.stripe_event_id][1],
-                "person_key": stored[ingest.event.stripe_event_id][2],
-            }
-            for ingest in inserted
-            for nd in ingest.deliveries
-        ]
+        deliveries: list[dict[str, Any]] = []
+        for ingest in inserted:
+            event_id, received_at, person_key = stored[ingest.event.stripe_event_id]
+            deliveries.extend(
+                {
+                    "event_id": event_id,
+                    "stripe_event_id": ingest.event.stripe_event_id,
+                    "workflow_id": nd.workflow_id,
+                    "action_index": nd.action_index,
+                    "action_type": nd.action_type,
+                    "status": nd.status,
+                    "reason": nd.reason,
+                    "retry_window": ingest.retry_window,
+                    "received_at": received_at,
+                    "person_key": person_key,
+                }
+                for nd in ingest.deliveries
+            )
         if deliveries:
             db.send_rows("insert_deliveries", deliveries)
         upsert_customers(
