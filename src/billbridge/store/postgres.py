@@ -150,7 +150,7 @@ class PostgresStore(SqlStore):
 
     def _work_committed(self) -> None:
         # After the commit, and only then: a listener never wakes for a rolled-back write.
-        self._wake.notify()
+        super()._work_committed()
         self._notifier.request()
 
     # Lifecycle ----------------------------------------------------------------------------
@@ -175,11 +175,6 @@ class PostgresStore(SqlStore):
     def wait_for_work(self, timeout: float) -> bool:
         self._ensure_listener()
         return self._wake.wait(timeout)
-
-    def notify_work(self) -> None:
-        """Wake local waiters now and other processes through NOTIFY (best effort: a
-        worker that misses it still polls)."""
-        self._work_committed()
 
     def _ensure_listener(self) -> None:
         with self._listener_lock:

@@ -221,6 +221,8 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin, SqlP
         return self._wake.wait(timeout)
 
     def notify_work(self) -> None:
+        """Wake this process's waiters now (PostgreSQL: and other processes', through
+        NOTIFY; best effort: a worker that misses it still polls)."""
         self._work_committed()
 
     # Ingest -------------------------------------------------------------------------------
