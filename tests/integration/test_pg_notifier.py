@@ -12,25 +12,10 @@ import pytest
 
 from billbridge.store import PostgresStore
 from billbridge.store.postgres import CHANNEL, NOTIFY_INTERVAL
-from billbridge.store.records import NewDelivery, NewEvent
+from billbridge.store.records import NewDelivery
+from tests.support.store_events import event
 
 pytestmark = pytest.mark.postgres
-
-
-def _event(n: int | str) -> NewEvent:
-    return NewEvent(
-        stripe_event_id=f"evt_notify_{n}",
-        type="customer.created",
-        livemode=False,
-        created=1_700_000_000,
-        api_version=None,
-        account=None,
-        object_id=f"cus_{n}",
-        customer_id=f"cus_{n}",
-        email=None,
-        payload="{}",
-        source="webhook",
-    )
 
 
 def _listener(url: str) -> psycopg.Connection[tuple[object, ...]]:
@@ -61,7 +46,7 @@ def test_a_burst_of_ingests_is_announced_by_a_few_notifications(
         with ThreadPoolExecutor(16) as pool:
             results = list(
                 pool.map(
-                    lambda n: store.ingest(_event(f"burst_{n}"), [NewDelivery("wf", 0, "x")]),
+                    lambda n: store.ingest(event(f"notify_burst_{n}"), [NewDelivery("wf", 0, "x")]),
                     range(64),
                 )
             )
@@ -83,13 +68,13 @@ def test_an_ingest_that_makes_nothing_due_announces_nothing(migrated_postgres_ur
     """A duplicate event, or one whose deliveries are all decided already, wakes nobody."""
     store = PostgresStore(migrated_postgres_url)
     try:
-        store.ingest(_event("quiet"), [NewDelivery("wf", 0, "x")])
+        store.ingest(event("notify_quiet"), [NewDelivery("wf", 0, "x")])
         listener = _listener(migrated_postgres_url)
         try:
             _received(listener, quiet=0.3)  # anything the first ingest announced
-            assert not store.ingest(_event("quiet"), [NewDelivery("wf", 0, "x")]).inserted
+            assert not store.ingest(event("notify_quiet"), [NewDelivery("wf", 0, "x")]).inserted
             skipped = NewDelivery("wf", 0, "x", status="skipped", reason="filter did not match")
-            assert store.ingest(_event("quiet_skipped"), [skipped]).inserted
+            assert store.ingest(event("notify_quiet_skipped"), [skipped]).inserted
             assert _received(listener, quiet=3 * NOTIFY_INTERVAL + 0.3) == 0
             store.notify_work()  # while a notification that is owed does go out
             assert _received(listener, quiet=1.0) == 1

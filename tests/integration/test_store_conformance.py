@@ -28,7 +28,6 @@ from billbridge.store.records import (
     DeliveryStatus,
     EventFilter,
     NewDelivery,
-    NewEvent,
     WorkerInfo,
 )
 from billbridge.store.records_billing import BillingRow
@@ -37,28 +36,12 @@ from billbridge.store.sql import SqlStore
 from billbridge.store.sqlite import require_sqlite
 from billbridge.store.statements import DIALECTS, load
 from billbridge.store.tables_billing import BILLING_TABLES
+from tests.support.store_events import event
 
 COMMON = {"id", "customer_id", "account", "livemode", "created", "watermark", "order_key"}
 
 T = TypeVar("T")
 DEADLINE = 10.0  # seconds any polled condition gets before the test fails
-
-
-def event(n: int | str, **fields: object) -> NewEvent:
-    values: dict[str, object] = {
-        "stripe_event_id": f"evt_{n}",
-        "type": "customer.created",
-        "livemode": False,
-        "created": 1_700_000_000,
-        "api_version": "2024-06-20",
-        "account": None,
-        "object_id": f"cus_{n}",
-        "customer_id": f"cus_{n}",
-        "email": f"person{n}@example.com",
-        "payload": f'{{"id": "evt_{n}"}}',
-    }
-    values.update(fields)
-    return NewEvent(**values)  # type: ignore[arg-type]
 
 
 def actions(count: int, workflow: str = "wf") -> list[NewDelivery]:
