@@ -8,7 +8,7 @@ Two phases, both streaming (memory stays flat however many customers there are):
 
 1. Objects (strategy `account`, the default): list subscriptions (`status=all`), charges,
    refunds, disputes and invoices account-wide, 100 per request, and apply each to the
-   local projection (`billing.projection.apply_object`, whose ordering guard keeps the
+   local projection (`billing.projection.rows_for_object`, whose ordering guard keeps the
    newer of a fetched snapshot and a webhook). Requests: about (objects / 100), instead of
    3 to 5 per customer when listing per customer (strategy `customer`, used for small
    `--limit` runs: subscriptions, charges and invoices by `customer=`, refunds and disputes
@@ -106,7 +106,7 @@ class BackfillSummary:
 
 
 def apply_objects(store: Store, objects: list[dict[str, Any]], watermark: int) -> None:
-    """`billing.projection.apply_object` for many snapshots in one transaction (one commit
+    """Apply many object snapshots to the projection in one transaction (one commit
     per page instead of one per object: about 2.5 times faster on SQLite)."""
     rows = [row for obj in objects for row in rows_for_object(obj, watermark=watermark)]
     store.apply_billing(rows)

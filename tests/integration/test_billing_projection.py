@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billbridge.billing.profile import compute_profile
-from billbridge.billing.projection import apply_event, apply_object, rows_for_event
+from billbridge.billing.projection import rows_for_event, rows_for_object
 from billbridge.store import open_store
 from billbridge.store.base import Store
 from billbridge.store.records import CustomerRecord
@@ -91,6 +91,16 @@ def _event(event_type: str, obj: dict[str, Any], created: int) -> dict[str, Any]
         "livemode": False,
         "data": {"object": copy.deepcopy(obj)},
     }
+
+
+def apply_object(store: Store, obj: dict[str, Any], *, watermark: int) -> bool:
+    """Apply one object snapshot taken at `watermark`, as backfill's API reads do."""
+    return store.apply_billing(rows_for_object(obj, watermark=watermark))
+
+
+def apply_event(store: Store, event: dict[str, Any]) -> bool:
+    """Apply an event's objects outside ingest (ingest applies them in its transaction)."""
+    return store.apply_billing(rows_for_event(event))
 
 
 # Store conformance (both drivers) ---------------------------------------------------------

@@ -303,7 +303,6 @@ def test_every_named_statement_runs(store: Store) -> None:
     worker = WorkerInfo("w-1", "host", 1, "0")
     store.beat(worker, 0, 30.0)
     first, second = store.claim_due("w-1", 10, 60.0)
-    assert store.extend_lease(first.delivery_id, first.claim_id, 60.0)
     assert store.finish_many(
         [Completion(first.delivery_id, first.claim_id, "succeeded", attempt())]
     )
@@ -472,7 +471,6 @@ def test_expired_lease_is_reclaimed_and_the_old_claim_fenced_out(store: Store) -
     assert new.delivery_id == old.delivery_id
     assert new.claim_id != old.claim_id
     assert not store.complete(old.delivery_id, old.claim_id, "succeeded", attempt())
-    assert not store.extend_lease(old.delivery_id, old.claim_id, 60.0)
     assert store.complete(new.delivery_id, new.claim_id, "failed", attempt("terminal_error", 400))
     detail = store.get_event("evt_1")
     assert detail is not None
@@ -527,20 +525,6 @@ def test_a_retired_worker_frees_its_claims_and_leaves_the_list(store: Store) -> 
     assert store.retire_worker("w") == 2
     assert store.list_workers(30.0) == []
     assert len(store.claim_due("other", 10, 600.0)) == 2
-
-
-def test_extend_lease_keeps_the_delivery_owned(store: Store) -> None:
-    """A lease pushed out by the owner is not reclaimed; a completed claim cannot extend."""
-    store.ingest(event(1), actions(1))
-    (claim,) = store.claim_due("w", 10, 0.3)
-    assert store.extend_lease(claim.delivery_id, claim.claim_id, 60.0)
-    start = store.now()
-    while store.now() < start + 0.5:  # past the original lease
-        assert store.claim_due("w2", 10, 60.0) == []
-        time.sleep(0.05)
-    assert store.complete(claim.delivery_id, claim.claim_id, "succeeded", None)
-    assert not store.extend_lease(claim.delivery_id, claim.claim_id, 60.0)
-    assert not store.complete(claim.delivery_id, claim.claim_id, "succeeded", None)
 
 
 def test_reschedule_makes_retrying_and_due_only_after_the_delay(store: Store) -> None:

@@ -1,7 +1,7 @@
 """Stripe object snapshots -> rows of the billing projection, under the ordering guard.
 
-    apply_event(store, event)                       # webhook, reconcile: event.created
-    apply_object(store, obj, watermark=ts, account=None)  # backfill: an API read at `ts`
+    store.ingest(..., billing=rows_for_event(event))      # webhook, reconcile: event.created
+    store.apply_billing(rows_for_object(obj, watermark=ts))  # backfill: an API read at `ts`
 
 Ingest applies the same rows (`rows_for_event`) inside the transaction that stores the
 event, so the projection is never behind the stored events. Every write is guarded: a row
@@ -17,7 +17,6 @@ from typing import Any
 from billbridge.billing.discounts import discount_summaries, pause_of
 from billbridge.billing.ordering import order_key
 from billbridge.billing.values import as_bool, as_int, as_text, item_summaries, mrr_of_items
-from billbridge.store.base import Store
 from billbridge.store.records_billing import BillingRow, BillingState
 from billbridge.stripe.events import (
     current_period_end_of,
@@ -208,21 +207,6 @@ def rows_for_event(event: dict[str, Any]) -> list[BillingRow]:
         account=as_text(event.get("account")),
         event_type=as_text(event.get("type")),
     )
-
-
-def apply_object(
-    store: Store, obj: dict[str, Any], *, watermark: int, account: str | None = None
-) -> bool:
-    """Apply one Stripe object snapshot (customer, subscription, charge, refund, invoice,
-    dispute) taken at `watermark` (Unix seconds); an older snapshot than the stored one is
-    ignored. Returns whether the projection changed."""
-    return store.apply_billing(rows_for_object(obj, watermark=watermark, account=account))
-
-
-def apply_event(store: Store, event: dict[str, Any]) -> bool:
-    """Apply an event's `data.object` (and what it implies) with watermark `event.created`.
-    Ingest does this in the event's own transaction; this is for callers outside ingest."""
-    return store.apply_billing(rows_for_event(event))
 
 
 def link_rows(event: dict[str, Any], customer_id: str) -> list[BillingRow]:

@@ -157,10 +157,6 @@ class Store(ABC):
         Returns, for each, whether its claim still owned the delivery."""
 
     @abstractmethod
-    def extend_lease(self, delivery_id: int, claim_id: str, lease_seconds: float) -> bool:
-        """Push the lease out while a slow call is still running; False if fenced out."""
-
-    @abstractmethod
     def wait_for_work(self, timeout: float) -> bool:
         """Block until new work may be due (in-process wake-up, or LISTEN/NOTIFY on
         PostgreSQL) or `timeout` seconds pass. Returns True when woken."""

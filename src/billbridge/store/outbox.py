@@ -542,11 +542,6 @@ def _attempt_row(f: Finish, *, fenced: bool) -> dict[str, Any]:
     return row
 
 
-def extend_lease(db: Db, delivery_id: int, claim_id: str, lease_seconds: float) -> bool:
-    """Push the lease out while `claim_id` still owns the delivery."""
-    return db.run("extend_lease", lease_seconds, delivery_id, claim_id) == 1
-
-
 # Heartbeats ---------------------------------------------------------------------------------
 
 

@@ -314,11 +314,6 @@ class SqlStore(SqlAccessMixin, SqlOpsMixin, SqlBillingMixin, SqlFleetMixin, SqlP
             return []
         return self._write(lambda conn: outbox.finish(self._db(conn), finishes, facts))
 
-    def extend_lease(self, delivery_id: int, claim_id: str, lease_seconds: float) -> bool:
-        return self._write(
-            lambda conn: outbox.extend_lease(self._db(conn), delivery_id, claim_id, lease_seconds)
-        )
-
     # Heartbeats ---------------------------------------------------------------------------
 
     def beat(self, worker: WorkerInfo, in_flight: int, silent_after: float) -> int:

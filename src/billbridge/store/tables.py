@@ -159,5 +159,3 @@ workers = sa.Table(
     sa.Column("beat_at", Seconds(), nullable=False),
     sa.Column("in_flight", sa.Integer(), nullable=False),  # deliveries claimed, not recorded
 )
-
-ALL_TABLES = (events, deliveries, attempts, workflows, customers, meta, workers)

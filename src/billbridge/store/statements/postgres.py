@@ -216,11 +216,6 @@ STATEMENTS: dict[str, Statement] = {
         f" updated_at = {NOW} FROM v WHERE d.id = ANY(ARRAY(SELECT v.id FROM v))"
         f" AND d.id = v.id AND d.claim_id = v.claim_id AND d.status IN {DUE}"
     ),
-    "extend_lease": (
-        "UPDATE deliveries SET lease_until = v.until, next_attempt_at = v.until"
-        f" FROM (SELECT {NOW} + %s AS until) AS v"
-        f" WHERE id = %s AND claim_id = %s AND status IN {DUE}"
-    ),
     # Heartbeats --------------------------------------------------------------------------
     "worker_beat": (
         "INSERT INTO workers (id, host, pid, version, started_at, beat_at, in_flight)"

@@ -199,11 +199,6 @@ STATEMENTS: dict[str, str | MultiRow] = {
         "(?, ?, ?, ?, ?, ?, ?, ?)",
         ("id", "claim_id", "status", "retry_in", "error", "final", "sent_ok", "counted"),
     ),
-    "extend_lease": (
-        "UPDATE deliveries SET lease_until = v.until, next_attempt_at = v.until"
-        f" FROM (SELECT {NOW} + ? AS until) AS v"
-        f" WHERE id = ? AND claim_id = ? AND status IN {DUE}"
-    ),
     # Heartbeats --------------------------------------------------------------------------
     "worker_beat": (
         "INSERT INTO workers (id, host, pid, version, started_at, beat_at, in_flight)"
