@@ -4,11 +4,11 @@ database, /readyz against migrations, the worker's health port, concurrent migra
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 from subprocess import Popen
 
@@ -28,6 +28,7 @@ from billbridge.secret_box import SecretBox
 from billbridge.store import open_store
 from billbridge.store.base import Store
 from billbridge.store.postgres import MIGRATION_LOCK_KEY
+from billbridge.store.records_fleet import RateReservation
 from billbridge.stripe.samples import sample_event
 from billbridge.stripe.signature import sign_payload
 from billbridge.stripe.webhook_setup import CREDENTIAL_NAME, SECRET_FILE, SavedWebhookSecrets
@@ -67,25 +68,45 @@ def _set_revision(database_url: str, revision: str) -> None:
 # Shared rates -------------------------------------------------------------------------------
 
 
+# A slot every 2 s, waited for up to 7 s: the fifth take in a row is refused as long as
+# the five calls take under a second together (each takes milliseconds).
+SPAN, MAX_WAIT = 2.0, 7.0
+
+
+def _take(store: Store) -> tuple[RateReservation, float, float]:
+    """`reserve_rate("test.rate", 1, SPAN, MAX_WAIT)`, and when the slot it names lies on
+    this host's clock: between (before the call + delay) and (after the call + delay). The
+    database reads the same clock (127.0.0.1), so however long a call takes, its slot is
+    inside."""
+    before = time.time()
+    reservation = store.reserve_rate("test.rate", 1, SPAN, MAX_WAIT)
+    after = time.time()
+    return reservation, before + reservation.delay, after + reservation.delay
+
+
+def _at(window: tuple[float, float], expected: tuple[float, float]) -> bool:
+    """Whether two time windows overlap (10 ms for the clocks' rounding)."""
+    return window[0] <= expected[1] + 0.01 and expected[0] <= window[1] + 0.01
+
+
 def test_a_rate_is_shared_by_two_stores_on_one_database(store_url: str) -> None:
     """Two processes' stores take slots of one rate in turn on the database clock; a take
     whose slot is beyond the wait bound is refused, reserves nothing, and says how long."""
     first, second = open_store(store_url), open_store(store_url)
     try:
-        delays = []
-        for n in range(4):
-            reservation = (first if n % 2 == 0 else second).reserve_rate("test.rate", 1, 0.2, 0.7)
-            assert reservation.granted
-            delays.append(reservation.delay)
-        assert delays[0] == pytest.approx(0.0, abs=0.05)
-        for earlier, later in itertools.pairwise(delays):
-            assert later - earlier == pytest.approx(0.2, abs=0.05)
-        refused = second.reserve_rate("test.rate", 1, 0.2, 0.7)
+        takes = [_take(first if n % 2 == 0 else second) for n in range(4)]
+        assert all(reservation.granted for reservation, _, _ in takes)
+        (start, earliest, latest) = takes[0]
+        assert start.delay == pytest.approx(0.0, abs=0.05)
+        for n, (_, low, high) in enumerate(takes):  # one slot every SPAN from the first
+            assert _at((low, high), (earliest + SPAN * n, latest + SPAN * n)), n
+        refused, low, high = _take(second)
         assert not refused.granted
-        assert refused.delay == pytest.approx(0.8, abs=0.1)
-        again = first.reserve_rate("test.rate", 1, 0.2, 0.7)  # the refusal took nothing
+        next_free = (earliest + 4 * SPAN, latest + 4 * SPAN)
+        assert _at((low, high), next_free)
+        again, low, high = _take(first)  # the refusal took nothing
         assert not again.granted
-        assert again.delay == pytest.approx(refused.delay, abs=0.1)
+        assert _at((low, high), next_free)
         other = first.reserve_rate("other.rate", 5, 0.2, 0.0)  # rates are independent
         assert other.granted
         assert other.delay == 0.0
