@@ -333,6 +333,7 @@ class LoadResult:
     data: dict[str, Any]
     acked_ids: list[str] = field(default_factory=list)
     commits_per_1000: float | None = None  # PostgreSQL transactions per 1,000 requests
+    server_cpu_ms: float = 0.0  # the server process's CPU per request
 
     @property
     def rps(self) -> float:
@@ -721,6 +722,7 @@ class Bench:
             acked += result.acked_ids
             print(f"  {concurrency:3d} connections: {result.line()}", flush=True)
             per_request = cpu.seconds["server"] / len(events) * 1000
+            result.server_cpu_ms = per_request
             print(f"       server CPU per request: {per_request:.2f} ms", flush=True)
             after = self.commits(proc.database_url)
             if before is not None and after is not None:
@@ -974,6 +976,16 @@ class Bench:
                 self.summary.append(
                     (f"ingest ratio @ {concurrency} conns", f"{ratio:.2f}", verdict)
                 )
+                if bb[concurrency].server_cpu_ms and result.rps:
+                    # One process's Python runs one thread at a time (the GIL): a serve
+                    # process cannot ingest faster than one core over its CPU per request.
+                    ceiling = 1000 / bb[concurrency].server_cpu_ms
+                    print(
+                        f"    one billbridge process's ceiling here: 1 core / "
+                        f"{bb[concurrency].server_cpu_ms:.2f} ms of CPU per request = "
+                        f"{ceiling:.0f} req/s = {ceiling / result.rps:.2f}x the reference",
+                        flush=True,
+                    )
             for concurrency, result in bb.items():
                 reference_p99 = ref[concurrency].p99 if concurrency in ref else float("nan")
                 print(
