@@ -8,11 +8,11 @@ Two phases, both streaming (memory stays flat however many customers there are):
 
 1. Objects (strategy `account`, the default): list subscriptions (`status=all`), charges,
    refunds, disputes and invoices account-wide, 100 per request, and apply each to the
-   local projection (`billing.projection.rows_for_object`, whose ordering guard keeps the
-   newer of a fetched snapshot and a webhook). Requests: about (objects / 100), instead of
-   3 to 5 per customer when listing per customer (strategy `customer`, used for small
-   `--limit` runs: subscriptions, charges and invoices by `customer=`, refunds and disputes
-   by `charge=` only for charges that have some).
+   local projection (`billing.projection.rows_for_object` through `Store.apply_billing`,
+   whose ordering guard keeps the newer of a fetched snapshot and a webhook). Requests:
+   about (objects / 100), instead of 3 to 5 per customer when listing per customer
+   (strategy `customer`, used for small `--limit` runs: subscriptions, charges and invoices
+   by `customer=`, refunds and disputes by `charge=` only for charges that have some).
 2. Customers: list customers (newest first); write each page (projection and customers
    rows, one transaction), then decide each customer with the delivery's decision chain
    (`delivery.decision`: person, profile; reads only) and queue one Track v2 `identify`
