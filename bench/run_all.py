@@ -852,6 +852,23 @@ class Bench:
             flush=True,
         )
         self.note_cpu(cpu, indent="    ")
+        # What each event cost the machine (Billbridge's processes and PostgreSQL, not the
+        # load generator or the receiver), and what the machine's cores could carry at that.
+        per_event = {
+            name: seconds / len(events) * 1000
+            for name, seconds in cpu.seconds.items()
+            if not name.startswith("Customer.io")
+        }
+        cost = sum(per_event.values())
+        if cost > 0:
+            ceiling = (os.cpu_count() or 1) * 1000 / cost
+            print(
+                "    CPU per event: "
+                + ", ".join(f"{name} {ms:.2f} ms" for name, ms in per_event.items())
+                + f" = {cost:.2f} ms; {os.cpu_count()} cores carry at most {ceiling:.0f}"
+                f" events/s ({ceiling * sent / len(events):.0f} deliveries/s) at that cost",
+                flush=True,
+            )
         print(
             f"    serve RSS: {rss_start:.1f} MB at start, peak {sampler.peak / MB:.1f} MB "
             f"({sampler.samples} samples every 100 ms), {rss_after:.1f} MB after the run",
