@@ -861,11 +861,12 @@ class Bench:
         }
         cost = sum(per_event.values())
         if cost > 0:
-            ceiling = (os.cpu_count() or 1) * 1000 / cost
+            cores = os.cpu_count() or 1
+            ceiling = cores * 1000 / cost
             print(
                 "    CPU per event: "
                 + ", ".join(f"{name} {ms:.2f} ms" for name, ms in per_event.items())
-                + f" = {cost:.2f} ms; {os.cpu_count()} cores carry at most {ceiling:.0f}"
+                + f" = {cost:.2f} ms; {cores} cores carry at most {ceiling:.0f}"
                 f" events/s ({ceiling * sent / len(events):.0f} deliveries/s) at that cost",
                 flush=True,
             )

@@ -285,8 +285,7 @@ def _billing_rows(kind: str, customer: str | None, order_key: str) -> BillingRow
 def test_every_named_statement_runs(store: Store) -> None:
     """No statement is built that never runs: ingest (customers, billing rows of every kind,
     a deleted customer's stub, sticky flags, customers learnt late, a redelivery), claims,
-    finishes, lease extension and heartbeats between them run every name the dialect
-    defines."""
+    finishes and heartbeats between them run every name the dialect defines."""
     assert isinstance(store, SqlStore)
     statements = store._statements
     statements.used.clear()

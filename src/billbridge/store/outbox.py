@@ -1,9 +1,9 @@
 """The outbox's batched write paths, written once for both drivers over named statements.
 
 Ingest of many events (with their deliveries, customers and billing rows), claims,
-finishes, lease extension, the customer and billing upserts and worker heartbeats: each is
-a fixed few statements per call whatever the batch size, rows passed as one JSON text
-parameter (or, where the dialect binds them faster, one VALUES list: see
+finishes, the customer and billing upserts and worker heartbeats: each is a fixed few
+statements per call whatever the batch size, rows passed as one JSON text parameter (or,
+where the dialect binds them faster, one VALUES list or one array per column: see
 `store/statements`). A driver hands these functions a `Db`: its dialect's statements on
 the DB-API connection of the transaction it runs (and commits) itself.
 """
